@@ -1,0 +1,457 @@
+"""Dock widget "Fine-tune on this layer": train a SAMPO adapter on the image's corrected labels.
+
+The user picks the image, the instance Labels layer (for T2 also a class Labels layer or a class
+column of the labels' features table) and the training options — the fields of
+:class:`~sampo_engine.train.config.TrainConfig`, with the CLI's help texts as tooltips — and
+presses Start. :func:`napari_sampo._workers.training_job` runs
+:meth:`~sampo_engine.train.trainer.Trainer.steps` in a napari ``thread_worker``; each step updates
+the progress bar and the live plot. Stop ends the run after the current step; the trainer then
+writes its checkpoint and the bundle as usual.
+
+The bundle is saved in the adapter folder (``$SAMPO_ADAPTER_DIR`` or the user cache, see
+:mod:`napari_sampo._adapters`) under the chosen name — a taken name gets a ``-2`` suffix, nothing
+is overwritten — and selected in the "Segment nuclei (SAMPO)" dock of the same viewer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_sampo._qt_common import (
+    LayerCombo,
+    config_field_widget,
+    device_combo,
+    error_text,
+    find_layer,
+    follow_layers,
+    layer_kind,
+    layer_uid,
+    set_widget_value,
+    status_label,
+    widget_value,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+#: TrainConfig fields shown in the main form, then under "Advanced".
+MAIN_FIELDS = ("task", "epochs", "lora_rank", "alpha", "beta", "model")
+ADVANCED_FIELDS = ("max_steps", "image_size", "batch_size", "lr", "eval_crops", "seed")
+#: Defaults that differ from the CLI's for a single interactive image.
+GUI_DEFAULTS = {"eval_crops": 8, "epochs": 10}
+
+TINY_NOTE = (
+    "tiny has no pretrained weights: every weight is trained (full fine-tuning), "
+    "LoRA rank does not apply"
+)
+
+
+class FinetuneWidget(QWidget):
+    """Fine-tune a SAMPO adapter on the current image and its corrected Labels layer."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        from napari_sampo._adapters import adapter_dir
+        from napari_sampo._plot import TrainingPlot
+        from sampo_engine.train.config import TrainConfig
+
+        self.viewer = napari_viewer
+        self.worker = None
+        self.adapter_path: Path | None = None
+        self.adapter_name: str | None = None
+        self.last_event = None
+        self._stop = threading.Event()
+        self._pbar = None
+        self._class_items: set = set()
+        stop_event = self._stop
+        self.destroyed.connect(lambda *_: stop_event.set())
+
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        layout.addLayout(form)
+        self.image_combo = LayerCombo(napari_viewer, "image", self)
+        self.labels_combo = LayerCombo(napari_viewer, "labels", self)
+        self.class_combo = QComboBox(self)
+        self.class_combo.setToolTip(
+            "For T2: a Labels layer of per-pixel class ids, or a column of the nuclei layer's "
+            "features table (one class per nucleus)"
+        )
+        form.addRow("Image", self.image_combo)
+        form.addRow("Nuclei (labels)", self.labels_combo)
+        form.addRow("Classes (T2)", self.class_combo)
+
+        self.fields: dict[str, QWidget] = {}
+        for name in MAIN_FIELDS:
+            self.fields[name] = config_field_widget(TrainConfig, name, self)
+        self.fields["device"] = device_combo(self)
+        for name, value in GUI_DEFAULTS.items():
+            if name in self.fields:
+                set_widget_value(self.fields[name], value)
+        labels = {
+            "task": "Task(s)",
+            "epochs": "Epochs",
+            "lora_rank": "LoRA rank",
+            "alpha": "α (preference weight)",
+            "beta": "β (DPO temperature)",
+            "model": "Base model",
+            "device": "Device",
+        }
+        for name in (*MAIN_FIELDS, "device"):
+            form.addRow(labels.get(name, name), self.fields[name])
+        self.name_edit = QLineEdit(time.strftime("sampo-%Y%m%d-%H%M"), self)
+        self.name_edit.setToolTip(
+            f"the adapter's name in the Segment widget (a taken name gets a suffix: nothing is "
+            f"overwritten). Saved in {adapter_dir()}; set SAMPO_ADAPTER_DIR for another folder"
+        )
+        form.addRow("Adapter name", self.name_edit)
+        self.model_note = QLabel(TINY_NOTE, self)
+        self.model_note.setWordWrap(True)
+        layout.addWidget(self.model_note)
+
+        from superqt import QCollapsible
+
+        advanced = QCollapsible("Advanced", self)
+        adv = QWidget(advanced)
+        adv_form = QFormLayout(adv)
+        for name in ADVANCED_FIELDS:
+            widget = config_field_widget(TrainConfig, name, adv)
+            if name in GUI_DEFAULTS:
+                set_widget_value(widget, GUI_DEFAULTS[name])
+            self.fields[name] = widget
+            adv_form.addRow(name.replace("_", " "), widget)
+        advanced.addWidget(adv)
+        layout.addWidget(advanced)
+
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start", self)
+        self.stop_button = QPushButton("Stop", self)
+        self.stop_button.setEnabled(False)
+        self.stop_button.setToolTip("stop after the current step; the adapter is still saved")
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        layout.addLayout(buttons)
+        self.progress_bar = QProgressBar(self)
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        layout.addWidget(self.progress_bar)
+        self.status_label = status_label(self)
+        self.status_label.setText("Pick the image and its corrected nuclei, then Start.")
+        layout.addWidget(self.status_label)
+        self.plot = TrainingPlot(getattr(napari_viewer, "theme", None), self)
+        layout.addWidget(self.plot, 1)
+
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.fields["model"].currentIndexChanged.connect(self._on_model_changed)
+        self.labels_combo.currentIndexChanged.connect(self._refresh_class_choices)
+        follow_layers(napari_viewer, self._on_layers_changed, self)
+        self._refresh_class_choices()
+        self._on_model_changed()
+
+    # ------------------------------------------------------------------ form
+    def _on_layers_changed(self) -> None:
+        self.image_combo.refresh()
+        self.labels_combo.refresh()
+        self._refresh_class_choices()
+
+    def _refresh_class_choices(self, *_: Any) -> None:
+        current = self.class_combo.currentData()
+        self.class_combo.blockSignals(True)
+        self.class_combo.clear()
+        self.class_combo.addItem("none", "none:")
+        nuclei = self.labels_combo.current_layer()
+        for layer in self.viewer.layers:
+            if layer_kind(layer) == "labels" and (
+                nuclei is None or layer_uid(layer) != layer_uid(nuclei)
+            ):
+                self.class_combo.addItem(f"layer: {layer.name}", f"layer:{layer_uid(layer)}")
+        if nuclei is not None:
+            for column in nuclei.features.columns:
+                if column != "index":
+                    self.class_combo.addItem(f"column: {column}", f"column:{column}")
+        index = self.class_combo.findData(current)
+        new_class_column = "column:class" not in self._class_items
+        self._class_items = {self.class_combo.itemData(i) for i in range(self.class_combo.count())}
+        if (index <= 0 or new_class_column) and "column:class" in self._class_items:
+            index = self.class_combo.findData("column:class")  # a "class" column appeared
+        self.class_combo.setCurrentIndex(max(index, 0))
+        self.class_combo.blockSignals(False)
+
+    def _on_model_changed(self, *_: Any) -> None:
+        tiny = widget_value(self.fields["model"]) == "tiny"
+        self.model_note.setVisible(tiny)
+        self.fields["lora_rank"].setEnabled(not tiny)
+
+    def set_value(self, name: str, value: Any) -> None:
+        """Set one form field (tests, scripts)."""
+        set_widget_value(self.fields[name], value)
+
+    def select_class_source(self, kind: str, value: Any = None) -> None:
+        """``("layer", layer)`` / ``("column", name)`` / ``("none",)`` as the T2 class source."""
+        self._refresh_class_choices()
+        data = f"layer:{layer_uid(value)}" if kind == "layer" else f"{kind}:{value or ''}"
+        index = self.class_combo.findData(data)
+        if index < 0:
+            raise ValueError(f"no class source {kind} {value!r}")
+        self.class_combo.setCurrentIndex(index)
+
+    # ------------------------------------------------------------------ messages
+    def _refuse(self, message: str) -> None:
+        from napari.utils.notifications import show_warning
+
+        self.status_label.setText(f"Not started: {message}")
+        show_warning(f"Fine-tune: {message}")
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    # ------------------------------------------------------------------ start
+    def build_config(self, out: str, name: str, val_fraction: float, data_name: str):
+        """The :class:`TrainConfig` for the form's values (``full`` set for tiny)."""
+        from sampo_engine.train.config import TrainConfig
+
+        values = {key: widget_value(w) for key, w in self.fields.items()}
+        return TrainConfig(
+            data=f"napari layer {data_name}",
+            task=values["task"],
+            val_fraction=val_fraction,
+            out=out,
+            model=values["model"],
+            image_size=int(values["image_size"]),
+            full=values["model"] == "tiny",
+            lora_rank=int(values["lora_rank"]),
+            alpha=float(values["alpha"]),
+            beta=float(values["beta"]),
+            epochs=int(values["epochs"]),
+            max_steps=int(values["max_steps"]),
+            batch_size=int(values["batch_size"]),
+            lr=float(values["lr"]),
+            seed=int(values["seed"]),
+            device=values["device"],
+            eval_crops=int(values["eval_crops"]),
+            name=name,
+        )
+
+    def _classes(self, inst: np.ndarray, task: str):
+        """(class map or None, class names) from the chosen class source."""
+        from napari_sampo._training_data import classes_from_map, classes_from_table
+        from sampo_engine.errors import DataError
+
+        kind, _, value = str(self.class_combo.currentData() or "none:").partition(":")
+        if kind == "layer":
+            layer = find_layer(self.viewer, value)
+            if layer is None:
+                raise DataError("the class Labels layer is gone; pick another class source")
+            class_map = np.asarray(layer.data)
+            names = {}
+            features = layer.features
+            for column in ("name", "class", "class_name"):
+                if column in features.columns:
+                    ids = features["index"] if "index" in features.columns else features.index
+                    names = {int(i): str(n) for i, n in zip(ids, features[column], strict=False)}
+                    break
+            return classes_from_map(inst, class_map), names
+        if kind == "column":
+            features = self.labels_combo.current_layer().features
+            if value not in features.columns:
+                raise DataError(f"the nuclei layer has no feature column {value!r} any more")
+            ids = features["index"] if "index" in features.columns else features.index
+            return classes_from_table(inst, ids.to_numpy(), features[value].tolist())
+        return None, {}
+
+    def start(self) -> bool:
+        """Check the inputs and start training; returns False (with the reason shown) if refused."""
+        from napari_sampo._adapters import adapter_dir, new_adapter_path
+        from napari_sampo._image import layer_to_rgb
+        from napari_sampo._training_data import training_data
+
+        if self.running:
+            self._refuse("a training is already running; Stop it first or wait for it to end")
+            return False
+        image_layer = self.image_combo.current_layer()
+        labels_layer = self.labels_combo.current_layer()
+        if image_layer is None or labels_layer is None:
+            self._refuse("pick an Image layer and the Labels layer of its nuclei")
+            return False
+        task = widget_value(self.fields["task"])
+        try:
+            inst = np.asarray(labels_layer.data)
+            image = layer_to_rgb(image_layer)
+            if inst.shape != image.shape[:2]:
+                raise_shape(image.shape[:2], inst.shape, image_layer.name, labels_layer.name)
+            cls, names = self._classes(inst, task) if task in ("t2", "both") else (None, {})
+            if task == "t2" and (cls is None or not cls.any()):
+                from sampo_engine.errors import ConfigError
+
+                raise ConfigError(
+                    "T2 needs the nuclei's classes: choose a class Labels layer or a class column "
+                    "of the nuclei layer's features under 'Classes (T2)', or train T1"
+                )
+            size = int(widget_value(self.fields["image_size"]))
+            data = training_data(image, inst, cls, names, image_size=size, name=labels_layer.name)
+            root = adapter_dir()
+            out, name = new_adapter_path(self.name_edit.text(), root)
+            config = self.build_config(str(out), name, data.val_fraction, labels_layer.name)
+            config.validate()
+        except Exception as err:  # noqa: BLE001 - every refusal is shown, none crashes napari
+            self._refuse(error_text(err))
+            return False
+        root.mkdir(parents=True, exist_ok=True)
+        self._launch(config, data, out, name)
+        return True
+
+    def _launch(self, config, data, out: Path, name: str) -> None:
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        from napari_sampo._workers import guarded, preload_engine, training_job
+
+        preload_engine(training=True)
+        self._stop.clear()
+        self.adapter_path, self.adapter_name = out, name
+        self.last_event = None
+        self.plot.clear()
+        self.progress_bar.setRange(0, 0)
+        self.status_label.setText(f"Preparing: {data.describe()}…")
+        self._pbar = progress(total=0, desc=f"Fine-tuning {name}")
+        worker = create_worker(guarded, training_job(config, data.dataset, self._stop))
+        worker.yielded.connect(self._on_update)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.summary = data.describe()
+        worker.start()
+
+    def stop(self) -> None:
+        """Stop after the current step; the checkpoint and the bundle are still written."""
+        if self.running:
+            self._stop.set()
+            self.stop_button.setEnabled(False)
+            self.status_label.setText("Stopping after the current step…")
+
+    # ------------------------------------------------------------------ worker signals
+    def _on_update(self, update) -> None:
+        event = update.event
+        if event is None:
+            total = max(1, update.total_steps)
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(0)
+            pbar = self._pbar
+            if pbar is not None:
+                pbar.total = total
+            log = " ".join(update.logs[-1:])
+            self.status_label.setText(f"Training: {self.summary}. {log}")
+            return
+        self.last_event = event
+        if event.kind == "step":
+            self.plot.add_step(event.step, event.metrics)
+            self.progress_bar.setValue(min(event.step, self.progress_bar.maximum()))
+            pbar = self._pbar
+            if pbar is not None:
+                pbar.n = event.step
+                pbar.refresh()
+            m = event.metrics
+            self.status_label.setText(
+                f"Step {event.step}/{event.total_steps} (epoch {event.epoch + 1}): "
+                f"loss {m.get('loss', float('nan')):.3f}, IoU {m.get('iou_best', float('nan')):.3f}, "
+                f"margin {m.get('margin', float('nan')):.3f}"
+                + (" — stopping after this step…" if self._stop.is_set() else "")
+            )
+        elif event.kind == "epoch":
+            self.plot.add_validation(event.step, event.metrics)
+
+    def _on_returned(self, result) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        from napari_sampo._workers import Failure
+
+        if isinstance(result, Failure):
+            message = error_text(result.error)
+            self.status_label.setText(f"Training failed: {message}")
+            show_error(f"Fine-tune: {message}")
+            self._discard_incomplete()
+            return
+        event = result
+        stopped = bool(event.metrics.get("stopped")) if event is not None else False
+        path = Path(event.metrics["bundle"]) if event is not None else self.adapter_path
+        self.adapter_path = path
+        dice = [event.metrics.get(k) for k in ("t1_dice", "t2_dice")] if event else []
+        score = ", ".join(
+            f"{k.upper()} Dice {v:.3f}" for k, v in zip(("t1", "t2"), dice, strict=False) if v
+        )
+        message = (
+            f"Adapter '{self.adapter_name}' saved in {path}"
+            + (" (stopped early)" if stopped else "")
+            + (f"; held-out {score}" if score else "")
+        )
+        selected = self._select_in_segment_widgets(path)
+        if selected:
+            message += "; selected in the Segment widget"
+        self.status_label.setText(message)
+        show_info(message)
+
+    def _on_errored(self, err: BaseException) -> None:
+        # napari itself shows the exception with its traceback (a bug, not a user error).
+        self.status_label.setText(f"Training failed: {error_text(err)}")
+        self._discard_incomplete()
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.start_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        if self.progress_bar.maximum() == 0:
+            self.progress_bar.setRange(0, 1)
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    def _discard_incomplete(self) -> None:
+        """Remove the output folder of a run that failed before writing any bundle."""
+        from sampo_engine.train.bundle import is_bundle
+
+        out = self.adapter_path
+        if out is None or not out.is_dir() or is_bundle(out):
+            return
+        ours = {"sampo_run.json", "metrics.jsonl", "epochs.jsonl", "checkpoint.pt"}
+        if all(p.name in ours or p.name.startswith(".") for p in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)
+
+    def _select_in_segment_widgets(self, path: Path) -> bool:
+        from napari_sampo._widget_segment import live_segment_widgets
+
+        found = False
+        for widget in live_segment_widgets(self.viewer):
+            widget.refresh_models()
+            found = widget.select_adapter(path) or found
+        return found
+
+
+def raise_shape(image_shape, labels_shape, image_name: str, labels_name: str) -> None:
+    from sampo_engine.errors import DataError
+
+    raise DataError(
+        f"image {image_name!r} is {image_shape[1]} x {image_shape[0]} px but labels "
+        f"{labels_name!r} are {labels_shape[1]} x {labels_shape[0]} px (or not 2-D); pick the "
+        f"Labels layer drawn on this image"
+    )

@@ -1,0 +1,79 @@
+"""`sampo-engine weights`: list, locate and download the official SAM checkpoints."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "weights",
+        help="list, locate and download the official SAM checkpoints",
+        description=(
+            "The official Segment Anything checkpoints, cached in $SAMPO_CACHE_DIR/checkpoints "
+            "(default: the user cache folder, ~/.cache/sampo/checkpoints on Linux). "
+            "$SAMPO_WEIGHTS_BASE_URL replaces the download site (a mirror or file:// folder)."
+        ),
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="each model: file, size, whether it is cached, and where")
+    path = actions.add_parser(
+        "path",
+        help="print where MODEL's checkpoint is (or would be) cached; exit status 1 if absent",
+    )
+    path.add_argument("model", metavar="MODEL", help="vit_b, vit_l or vit_h")
+    download = actions.add_parser("download", help="download and verify MODEL's checkpoint")
+    download.add_argument("model", metavar="MODEL", help="vit_b, vit_l or vit_h")
+    download.add_argument(
+        "--force", action="store_true", help="download again even if a complete file is cached"
+    )
+    download.add_argument("--url", default=None, help="download from this URL instead")
+    download.add_argument(
+        "--timeout", type=float, default=None, help="seconds to wait for the server (default 15)"
+    )
+    download.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size} B"  # pragma: no cover
+
+
+def run(args) -> int:
+    import sys
+
+    from sampo_engine import weights
+
+    if args.action == "list":
+        rows = [weights.describe(model) for model in weights.CHECKPOINTS]
+        header = ("MODEL", "FILE", "SIZE", "CACHED", "PATH")
+        table = [
+            (r["model"], r["file"], _human(r["size"]), "yes" if r["cached"] else "no", r["path"])
+            for r in rows
+        ]
+        widths = [max(len(str(c)) for c in col) for col in zip(header, *table)]
+        for line in (header, *table):
+            print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+        return 0
+
+    if args.action == "path":
+        path = weights.checkpoint_path(args.model)
+        print(path)
+        if weights.find_checkpoint(args.model) is None:
+            print(
+                f"not downloaded yet: run `sampo-engine weights download {args.model}`",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+
+    if args.action == "download":
+        kwargs = {"url": args.url, "progress": not args.no_progress, "force": args.force}
+        if args.timeout is not None:
+            kwargs["timeout"] = args.timeout
+        path = weights.download_checkpoint(args.model, **kwargs)
+        print(path)
+        return 0
+    return 2  # pragma: no cover  (argparse requires an action)

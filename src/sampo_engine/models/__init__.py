@@ -1,0 +1,1 @@
+"""SAM models: architecture registry and builders, LoRA adapters, the batched differentiable forward."""

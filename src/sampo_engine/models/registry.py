@@ -1,0 +1,71 @@
+"""The SAM architectures we build: the three official ones and a ``tiny`` one for tests/CPU demos.
+
+A plain registry of specs, as segment-anything's ``sam_model_registry`` is, but with the sizes as
+data so the builder can make any of them at any input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PATCH_SIZE = 16
+CHECKPOINT_IMAGE_SIZE = 1024  # the official checkpoints are trained at 1024 px
+
+
+@dataclass(frozen=True)
+class SamSpec:
+    """Sizes of one SAM architecture.
+
+    The image encoder is a ViT with ``encoder_depth`` blocks of width ``encoder_embed_dim``;
+    blocks listed in ``global_attn_indexes`` attend globally (with relative-position tables sized
+    to the token grid), the others within ``window_size`` windows. ``prompt_embed_dim`` is the
+    width of the image embedding, the prompt tokens and the mask decoder.
+    """
+
+    name: str
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    window_size: int = 14
+    prompt_embed_dim: int = 256
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    iou_head_hidden_dim: int = 256
+    pretrained: bool = True  # an official checkpoint exists
+
+
+SPECS: dict[str, SamSpec] = {
+    "vit_b": SamSpec("vit_b", 768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": SamSpec("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": SamSpec("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
+    # A few hundred thousand parameters, random init: tests and CPU demos (train it with --full).
+    "tiny": SamSpec(
+        "tiny",
+        encoder_embed_dim=64,
+        encoder_depth=4,
+        encoder_num_heads=2,
+        global_attn_indexes=(1, 3),
+        window_size=7,
+        prompt_embed_dim=64,
+        decoder_depth=2,
+        decoder_mlp_dim=128,
+        decoder_num_heads=2,
+        iou_head_hidden_dim=64,
+        pretrained=False,
+    ),
+}
+
+MODEL_TYPES = tuple(SPECS)
+
+
+def get_spec(model_type: str) -> SamSpec:
+    from sampo_engine.errors import ConfigError
+
+    try:
+        return SPECS[model_type]
+    except KeyError:
+        raise ConfigError(
+            f"unknown model type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}"
+        ) from None

@@ -1,0 +1,555 @@
+"""Whole-tile T1/T2 prediction from a few clicks: :class:`TilePredictor`.
+
+Pipeline (DESIGN.md §3)::
+
+    set_image(image)       tile at the model input size with overlap -> encode tiles in batches
+                           (or fetch the embeddings from the cache)
+    predict(points, ...)   per tile: the user's clicks in it, else prompts propagated by feature
+                           similarity -> prompt encoder + mask decoder for all prompted tiles in
+                           batches -> IoU-head slot -> sigmoid -> window-blended (H, W)
+                           probability -> threshold -> instances (watershed) once for the image
+
+A new set of clicks on the same image re-runs only the prompt encoder and the mask decoder.
+
+Coordinates. ``image`` is indexed [row, col]. Points are (x, y) = (column, row) in full-image
+pixels, pixel centres at integers (numpy / napari / scikit-image convention): the click on pixel
+``image[r, c]`` is (x=c, y=r). napari's Points layer stores (row, col): convert with
+:meth:`TilePredictor.points_from_napari`. A point may lie anywhere on the image's pixels,
+``-0.5 ≤ x < W − 0.5`` and ``-0.5 ≤ y < H − 0.5``.
+
+Progress and cancel: ``progress(done, total)`` is called after each batch; ``should_stop()`` is
+polled before each batch and a True answer raises :class:`~sampo_engine.errors.Cancelled`.
+Nothing here imports Qt; the napari widget wraps these calls in a worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sampo_engine._config import option
+from sampo_engine.errors import Cancelled, ConfigError, DataError, SampoError
+from sampo_engine.models.registry import MODEL_TYPES
+from sampo_engine.predict.propagation import (
+    DEFAULT_MIN_SIMILARITY,
+    DEFAULT_MIN_SPACING,
+    MAX_NEGATIVE,
+    MAX_POSITIVE,
+)
+
+TASKS = ("t1", "t2")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+MAX_POINTS = MAX_POSITIVE + MAX_NEGATIVE
+
+#: Class name written for T2 results when none is given.
+DEFAULT_T2_CLASS = "T2 target"
+
+#: Most probability pixels decoded at once (B · S² float32; 4 M px = 16 MB): the decode batch
+#: is this divided by S² (81 tiles at 224 px, 4 at 1024 px).
+DECODE_PIXELS = 4 << 20
+
+Progress = Callable[[int, int], None] | None
+StopFlag = Callable[[], bool] | None
+
+
+@dataclass
+class PredictConfig:
+    """Every option of whole-tile prediction (CLI ``sampo-engine predict`` and the napari widget)."""
+
+    model: str = option(
+        "vit_b", "SAM architecture (with --adapter the bundle's type is used)", choices=MODEL_TYPES
+    )
+    checkpoint: str = option(
+        "", "base weights .pth (empty = the cached official checkpoint, or the bundle's base)"
+    )
+    adapter: str = option("", "adapter bundle folder written by `sampo-engine train` (optional)")
+    image_size: int = option(
+        0, "model input = tile size in px (0 = the bundle's, else 224); a multiple of 16"
+    )
+    device: str = option("auto", "auto = cuda, then mps, then cpu", choices=DEVICES)
+    overlap: int = option(32, "minimum overlap of neighbouring tiles in px (0 .. tile/2)")
+    batch_size: int = option(8, "tiles per image-encoder batch")
+    propagate: bool = option(
+        True, "prompt tiles without clicks by feature similarity to the clicked nuclei"
+    )
+    threshold: float = option(0.5, "foreground probability threshold")
+    min_size: int = option(16, "drop nuclei (and watershed fragments) smaller than this, in px")
+    cache_dir: str = option("", "folder for cached image embeddings on disk (empty = memory only)")
+    # ---- optional additions (not part of the widget contract)
+    similarity: float = option(
+        DEFAULT_MIN_SIMILARITY,
+        "propagation: minimum (centred, norm-floored) cosine similarity to the clicked nuclei "
+        "for a tile cell to become a positive prompt (-1 .. 1; lower = more tiles prompted)",
+    )
+    spacing: float = option(
+        DEFAULT_MIN_SPACING,
+        "propagation: minimum distance between propagated points, in 16 px cells",
+    )
+    class_name: str = option(
+        "", f"class name written for the result (default: none for T1, {DEFAULT_T2_CLASS!r} for T2)"
+    )
+
+    def validate(self) -> None:
+        """Refuse impossible settings before any work starts."""
+        if self.model not in MODEL_TYPES:
+            raise ConfigError(
+                f"unknown model {self.model!r}; choose one of {', '.join(MODEL_TYPES)}"
+            )
+        if self.image_size < 0 or self.image_size % 16:
+            raise ConfigError(
+                f"--image-size {self.image_size} is not 0 or a positive multiple of 16; use 0"
+            )
+        if self.overlap < 0:
+            raise ConfigError(f"--overlap must be ≥ 0 px, got {self.overlap}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(
+                f"--threshold must lie strictly between 0 and 1, got {self.threshold}"
+            )
+        if self.min_size < 0:
+            raise ConfigError(f"--min-size must be ≥ 0 px, got {self.min_size}")
+        if not -1.0 <= self.similarity <= 1.0:
+            raise ConfigError(f"--similarity is a cosine: use -1 .. 1, got {self.similarity}")
+        if self.spacing < 0:
+            raise ConfigError(f"--spacing must be ≥ 0 cells, got {self.spacing}")
+
+
+@dataclass
+class Prediction:
+    """The result of :meth:`TilePredictor.predict`. Maps are (H, W), indexed [row, col].
+
+    Attributes:
+        prob: float32 blended foreground probability at full resolution (0 where no tile had a
+            prompt).
+        mask: bool, ``prob > threshold``.
+        labels: int32 instances 1..N, 0 = background.
+        task: 't1' or 't2'.
+        class_name: the class written to exports (None for T1 unless one was given).
+        num_nuclei: N.
+        tiles_with_prompts: tiles that held at least one of the user's positive clicks.
+        tiles_propagated: tiles without positive clicks that got prompts by propagation.
+        seconds: wall time of :meth:`TilePredictor.predict`.
+        num_tiles: tiles of the image in all.
+        encoder_seconds: wall time of the last :meth:`TilePredictor.set_image` (0 on a cache hit).
+    """
+
+    prob: np.ndarray
+    mask: np.ndarray
+    labels: np.ndarray
+    task: str
+    class_name: str | None
+    num_nuclei: int
+    tiles_with_prompts: int
+    tiles_propagated: int
+    seconds: float
+    num_tiles: int = 0
+    encoder_seconds: float = 0.0
+
+
+def _check_stop(should_stop: StopFlag) -> None:
+    if should_stop is not None and should_stop():
+        raise Cancelled("prediction cancelled")
+
+
+def check_points(points_xy, labels, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate clicks against an image of ``shape`` (H, W); return (N, 2) float32 (x, y) and
+    (N,) int64 labels. Every problem raises :class:`DataError` naming the offending points."""
+    pts = np.asarray(points_xy, dtype=np.float64)
+    lab = np.asarray(labels)
+    if pts.size == 0:
+        raise DataError("no points given; click at least one positive point on a nucleus")
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise DataError(f"points must be an (N, 2) array of (x, y), got shape {pts.shape}")
+    if lab.shape != (pts.shape[0],):
+        raise DataError(
+            f"{pts.shape[0]} points but labels of shape {lab.shape}; give one label per point"
+        )
+    bad = [i for i, v in enumerate(lab.tolist()) if v not in (0, 1, True, False)]
+    if bad:
+        raise DataError(
+            f"labels must be 1 (positive) or 0 (negative); point(s) {bad[:10]} have "
+            f"{[lab.tolist()[i] for i in bad[:10]]}"
+        )
+    lab = lab.astype(np.int64)
+    if not np.isfinite(pts).all():
+        rows = np.flatnonzero(~np.isfinite(pts).all(1))
+        raise DataError(f"point(s) {rows[:10].tolist()} have a non-finite coordinate")
+    h, w = shape
+    outside = (
+        (pts[:, 0] < -0.5) | (pts[:, 0] >= w - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] >= h - 0.5)
+    )
+    if outside.any():
+        named = ", ".join(
+            f"#{i} (x={pts[i, 0]:g}, y={pts[i, 1]:g})" for i in np.flatnonzero(outside)[:10]
+        )
+        more = "" if outside.sum() <= 10 else f" and {int(outside.sum()) - 10} more"
+        raise DataError(
+            f"{int(outside.sum())} point(s) lie outside the {w} × {h} px image: {named}{more}. "
+            f"Points are (x = column, y = row) in pixels, x in 0..{w - 1}, y in 0..{h - 1}; "
+            f"napari gives (row, col) — swap them (TilePredictor.points_from_napari)"
+        )
+    if not (lab == 1).any():
+        raise DataError(
+            "no positive point: click at least one nucleus of the kind to segment (label 1); "
+            "negative points (label 0) only say what not to segment"
+        )
+    return pts.astype(np.float32), lab
+
+
+def _nearest(points: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` rows of ``points`` (N, 2) nearest ``centre``, nearest first."""
+    order = np.argsort(((points - centre) ** 2).sum(1), kind="stable")[:k]
+    return points[order]
+
+
+class TilePredictor:
+    """Segment all nuclei (T1) or all nuclei of the clicked type (T2) in an image of any size.
+
+    Args:
+        config: the options (default :class:`PredictConfig`).
+        model: an already loaded :class:`~sampo_engine.models.lora.AdaptedSam` (with
+            ``.image_size``, ``.model_type``, ``.info``); else one is loaded from ``config``
+            (:func:`~sampo_engine.models.loading.load_model`).
+        cache: an :class:`~sampo_engine.predict.cache.EmbeddingCache` to share between
+            predictors; default a private one (4 images in memory, plus ``config.cache_dir``).
+
+    Attributes:
+        encoder_calls: image-encoder forward batches run so far (cache hits run none).
+        encoder_forward_seconds: wall time spent in those forward passes (incl. the copy of the
+            embeddings to the CPU), summed over all calls.
+        image_size: the model input size = tile side in px.
+        device: the torch device everything runs on.
+    """
+
+    def __init__(self, config: PredictConfig | None = None, model=None, *, cache=None):
+        import torch
+
+        from sampo_engine.predict.cache import EmbeddingCache, _FingerprintMemo
+        from sampo_engine.utils.device import resolve_device
+
+        self.config = config if config is not None else PredictConfig()
+        self.config.validate()
+        self.device = resolve_device(self.config.device)
+        if model is None:
+            model = self._load_model()
+        elif self.config.image_size and self.config.image_size != getattr(model, "image_size", 0):
+            raise ConfigError(
+                f"the model given runs at {getattr(model, 'image_size', '?')} px but image_size "
+                f"{self.config.image_size} was asked; set image_size to 0 (use the model's)"
+            )
+        self.model = model.to(self.device) if hasattr(model, "to") else model
+        self.model.eval()
+        self.sam = model.sam
+        self.image_size = int(model.image_size)
+        self.model_type = str(getattr(model, "model_type", "?"))
+        self.info = getattr(model, "info", None)
+        self.encoder_calls = 0
+        self.encoder_forward_seconds = 0.0
+        self.cache = cache if cache is not None else EmbeddingCache(cache_dir=self.config.cache_dir)
+        self._fingerprint = _FingerprintMemo()
+        self._entry = None
+        self._encoder_seconds = 0.0
+        self._window = None
+        self._torch = torch
+
+    # ------------------------------------------------------------------------------ loading
+
+    def _load_model(self):
+        from sampo_engine.models.loading import load_model
+
+        cfg = self.config
+        model_type = cfg.model
+        if cfg.adapter:
+            from sampo_engine.train.bundle import read_bundle
+
+            model_type = read_bundle(cfg.adapter).model_type  # the bundle decides
+        return load_model(
+            model_type,
+            checkpoint=cfg.checkpoint or None,
+            adapter=cfg.adapter or None,
+            image_size=cfg.image_size or None,
+        )
+
+    def model_identity(self) -> dict:
+        """What identifies the weights in the cache key (see :mod:`sampo_engine.predict.cache`)."""
+        from sampo_engine.models.loading import checkpoint_sha256
+
+        identity = {
+            "model_type": self.model_type,
+            "image_size": self.image_size,
+            "weights": self._fingerprint(self.sam),
+        }
+        if self.info is not None:
+            path = self.info.path
+            identity["adapter"] = str(path.resolve()) if hasattr(path, "resolve") else str(path)
+            weights = self.info.weights_file
+            identity["adapter_sha256"] = checkpoint_sha256(weights) if weights.is_file() else None
+        if self.config.checkpoint:
+            identity["checkpoint_sha256"] = checkpoint_sha256(self.config.checkpoint)
+        return identity
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        """Class names of the adapter bundle (empty without one)."""
+        return dict(getattr(self.info, "class_names", None) or {})
+
+    # ------------------------------------------------------------------------------ encoding
+
+    @staticmethod
+    def points_from_napari(data_rc) -> np.ndarray:
+        """napari Points ``data`` (N, 2) (row, col) -> (N, 2) float32 (x, y) = (col, row).
+
+        Only the last two axes are used, so (N, D) data of a multi-dimensional layer works too.
+        """
+        arr = np.asarray(data_rc, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] < 2:
+            raise DataError(f"napari points must be (N, 2) (row, col), got shape {arr.shape}")
+        return np.ascontiguousarray(arr[:, [-1, -2]])
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """(H, W) of the image set last, or None."""
+        return None if self._entry is None else self._entry.grid.shape
+
+    @property
+    def num_tiles(self) -> int:
+        return 0 if self._entry is None else len(self._entry.grid)
+
+    def set_image(
+        self, image: np.ndarray, progress: Progress = None, should_stop: StopFlag = None
+    ) -> None:
+        """Tile and encode ``image`` (any size; (H, W) gray, (H, W, 3) RGB, RGBA, 16-bit ...,
+        converted by :func:`~sampo_engine.utils.imageio.to_rgb_uint8`), or fetch its embeddings
+        from the cache. ``progress(done, total)`` counts tiles."""
+        from sampo_engine.predict.cache import TileEmbeddings, cache_key, image_digest
+        from sampo_engine.predict.tiling import extract_tiles, make_grid, pad_image
+        from sampo_engine.utils.imageio import to_rgb_uint8
+
+        torch = self._torch
+        rgb = to_rgb_uint8(image)
+        grid = make_grid(rgb.shape[0], rgb.shape[1], self.image_size, self.config.overlap)
+        runtime = {"device": self.device.type, "bf16": self.device.type == "cuda"}
+        key = cache_key(image_digest(rgb), self.model_identity(), grid, runtime)
+        entry = self.cache.get(key, grid)
+        total = len(grid)
+        if entry is not None:
+            self._entry, self._encoder_seconds = entry, 0.0
+            if progress is not None:
+                progress(total, total)
+            return
+
+        from sampo_engine.models.forward import encode
+        from sampo_engine.utils.device import autocast
+
+        start = time.perf_counter()
+        padded = pad_image(rgb, grid)
+        out = None
+        step = self.config.batch_size
+        if progress is not None:
+            progress(0, total)
+        for first in range(0, total, step):
+            _check_stop(should_stop)
+            index = np.arange(first, min(first + step, total))
+            batch = torch.from_numpy(extract_tiles(padded, grid, index)).to(self.device)
+            batch = batch.permute(0, 3, 1, 2)
+            tick = time.perf_counter()
+            with torch.inference_mode(), autocast(self.device):
+                emb = encode(self.sam, batch)
+            emb = emb.float().cpu()
+            self.encoder_forward_seconds += time.perf_counter() - tick
+            self.encoder_calls += 1
+            if out is None:
+                out = torch.empty((total, *emb.shape[1:]), dtype=torch.float32)
+            out[index] = emb
+            if progress is not None:
+                progress(int(index[-1]) + 1, total)
+        entry = TileEmbeddings(key, grid, out)
+        self.cache.put(entry)
+        self._entry = entry
+        self._encoder_seconds = time.perf_counter() - start
+
+    # ---------------------------------------------------------------------------- prompting
+
+    def tile_prompts(self, points_xy: np.ndarray, labels: np.ndarray, task: str = "t1"):
+        """The prompt set of every tile for these clicks (validated), as ``{tile: TilePrompt}``,
+        plus the set of tiles holding positive clicks. Tile prompts are in tile pixels."""
+        from sampo_engine.predict.propagation import (
+            CELL,
+            TilePrompt,
+            build_prototypes,
+            features_at,
+            propagate,
+        )
+
+        entry = self._require_image()
+        grid = entry.grid
+        pts, lab = check_points(points_xy, labels, grid.shape)
+        s = grid.tile
+        centre_offset = np.array([(s - 1) / 2, (s - 1) / 2], np.float32)
+        pos, neg = pts[lab == 1], pts[lab == 0]
+
+        def inside(points, t):
+            if len(points) == 0:
+                return points
+            x0, y0 = grid.x0[t], grid.y0[t]
+            ok = (
+                (points[:, 0] >= x0 - 0.5)
+                & (points[:, 0] < x0 + s - 0.5)
+                & (points[:, 1] >= y0 - 0.5)
+                & (points[:, 1] < y0 + s - 0.5)
+            )
+            return points[ok] - np.array([x0, y0], np.float32)
+
+        prompts: dict[int, TilePrompt] = {}
+        own_neg: dict[int, np.ndarray] = {}
+        for t in range(len(grid)):
+            tp = _nearest(inside(pos, t), centre_offset, MAX_POSITIVE)
+            tn = _nearest(inside(neg, t), centre_offset, MAX_NEGATIVE)
+            if len(tp):
+                points = np.concatenate([tp, tn]).astype(np.float32)
+                labels_t = np.array([1] * len(tp) + [0] * len(tn), np.int64)
+                prompts[t] = TilePrompt(points, labels_t, propagated=False)
+            elif len(tn):
+                own_neg[t] = tn
+        clicked = set(prompts)
+
+        if self.config.propagate and len(clicked) < len(grid):
+            torch = self._torch
+            emb = entry.embeddings
+
+            def exemplars(points):
+                feats = []
+                for p in points:
+                    tiles = grid.tiles_containing(float(p[0]), float(p[1]))
+                    # the tile in which the click lies most centrally
+                    local = p[None] - np.stack([grid.x0[tiles], grid.y0[tiles]], 1)
+                    margin = np.minimum(local, s - 1 - local).min(1)
+                    t = int(tiles[int(np.argmax(margin))])
+                    loc = p - np.array([grid.x0[t], grid.y0[t]], np.float32)
+                    feats.append(features_at(emb[t], loc[None], s)[0])
+                return torch.stack(feats) if feats else None
+
+            protos = build_prototypes(exemplars(pos), exemplars(neg), entry.feature_mean())
+            rest = np.array([t for t in range(len(grid)) if t not in clicked], np.int64)
+            g = emb.shape[-1]
+            centres = np.arange(g) * CELL + (CELL - 1) / 2
+            rows_valid, cols_valid = grid.valid_extent()
+            valid = (centres[None, :, None] < rows_valid[rest, None, None]) & (
+                centres[None, None, :] < cols_valid[rest, None, None]
+            )
+            prompts.update(
+                propagate(
+                    emb,
+                    rest,
+                    protos,
+                    valid,
+                    own_negatives=own_neg,
+                    min_similarity=self.config.similarity,
+                    min_spacing=self.config.spacing,
+                )
+            )
+        return prompts, clicked
+
+    def _require_image(self):
+        if self._entry is None:
+            raise SampoError("no image set: call set_image(image) before predict(...)")
+        return self._entry
+
+    # ---------------------------------------------------------------------------- decoding
+
+    def predict(
+        self,
+        points_xy: np.ndarray,
+        labels: np.ndarray,
+        task: str = "t1",
+        progress: Progress = None,
+        should_stop: StopFlag = None,
+        class_name: str | None = None,
+    ) -> Prediction:
+        """Segment the image set last from clicks.
+
+        Args:
+            points_xy: (N, 2) float (x, y) = (column, row) in full-image pixels.
+            labels: (N,) 1 positive / 0 negative; at least one positive.
+            task: 't1' (all nuclei) or 't2' (nuclei of the clicked type). The model reads the
+                intent from the clicks; the task names the result and its class.
+            progress: ``progress(done, total)`` over decoded tiles (+1 for the instance split).
+            should_stop: polled between batches; True raises :class:`Cancelled`.
+            class_name: overrides ``config.class_name`` for the exports.
+        """
+        from sampo_engine.predict.instances import split_instances
+
+        start = time.perf_counter()
+        task = str(task).lower()
+        if task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+        entry = self._require_image()
+        _check_stop(should_stop)
+        prompts, clicked = self.tile_prompts(points_xy, labels, task)
+        order = sorted(prompts)
+        total = len(order) + 1
+        if progress is not None:
+            progress(0, total)
+        prob = self._decode_and_blend(entry, prompts, order, progress, should_stop, total)
+        _check_stop(should_stop)
+        cfg = self.config
+        mask = prob > cfg.threshold
+        instances = split_instances(prob, threshold=cfg.threshold, min_size=cfg.min_size)
+        if progress is not None:
+            progress(total, total)
+        name = class_name or cfg.class_name or (DEFAULT_T2_CLASS if task == "t2" else None)
+        return Prediction(
+            prob=prob,
+            mask=mask,
+            labels=instances,
+            task=task,
+            class_name=name,
+            num_nuclei=int(instances.max()) if instances.size else 0,
+            tiles_with_prompts=len(clicked),
+            tiles_propagated=sum(1 for t in order if prompts[t].propagated),
+            seconds=time.perf_counter() - start,
+            num_tiles=len(entry.grid),
+            encoder_seconds=self._encoder_seconds,
+        )
+
+    def _decode_and_blend(self, entry, prompts, order, progress, should_stop, total) -> np.ndarray:
+        from sampo_engine.models.forward import decode, select_by_iou_head, upsample
+        from sampo_engine.predict.tiling import ProbabilityBlender, blend_window
+        from sampo_engine.utils.device import autocast
+
+        torch = self._torch
+        grid = entry.grid
+        s = grid.tile
+        if self._window is None or self._window[0] != (s, grid.overlap):
+            window = torch.from_numpy(blend_window(s, grid.overlap)).to(self.device)
+            self._window = ((s, grid.overlap), window)
+        blender = ProbabilityBlender(grid, self._window[1])
+        step = max(1, DECODE_PIXELS // (s * s))
+        for first in range(0, len(order), step):
+            _check_stop(should_stop)
+            index = order[first : first + step]
+            points = np.zeros((len(index), 1, MAX_POINTS, 2), np.float32)
+            labels = np.full((len(index), 1, MAX_POINTS), -1, np.int64)
+            for b, t in enumerate(index):
+                n = len(prompts[t].labels)
+                points[b, 0, :n] = prompts[t].points
+                labels[b, 0, :n] = prompts[t].labels
+            emb = entry.embeddings[index].to(self.device, non_blocking=True)
+            with torch.inference_mode(), autocast(self.device):
+                out = decode(
+                    self.sam,
+                    emb,
+                    torch.from_numpy(points).to(self.device),
+                    torch.from_numpy(labels).to(self.device),
+                )
+                logits, _ = select_by_iou_head(out.logits.float(), out.iou_pred.float())
+            with torch.inference_mode():
+                probs = torch.sigmoid(upsample(logits[:, 0], (s, s)))
+                blender.add(index, probs)
+            if progress is not None:
+                progress(first + len(index), total)
+        return blender.result()
