@@ -168,3 +168,28 @@ def test_existing_run_needs_resume_or_overwrite(data_dir, tmp_path, capsys):
     assert main(_args(data_dir, out, "--epochs", "1")) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(_args(data_dir, out, "--epochs", "1", "--max-steps", "1", "--overwrite")) == 0
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, capsys, monkeypatch):
+    import torch
+
+    import sampo_engine.train.trainer as trainer_module
+
+    real = trainer_module.forward_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:  # in the second epoch (3 steps per epoch)
+            result.loss.loss = result.loss.loss * torch.tensor(float("nan"))
+        return result
+
+    monkeypatch.setattr(trainer_module, "forward_loss", poisoned)
+    out = tmp_path / "nan"
+    assert main(_args(data_dir, out, "--epochs", "3", "--task", "t1")) == 2
+    err = capsys.readouterr().err
+    assert "nan" in err and "checkpoint" in err and "Traceback" not in err
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 0 and state["global_step"] == 3  # the last good epoch
+    assert json.loads((out / "sampo_bundle.json").read_text())["epochs_done"] == 1
