@@ -277,3 +277,33 @@ def test_shared_crop_encoding_gives_the_same_logits(setup):
     shared = {i: lg for i, lg, _ in predict_queries(model, queries, batch_size=16)}
     for i in one:
         np.testing.assert_allclose(one[i], shared[i], atol=1e-4)
+
+
+def test_whole_images_are_segmented_with_the_tiled_predictor(setup, tmp_path):
+    import numpy as np
+
+    from sampo_engine.data.folder import read_folder
+    from sampo_engine.eval.whole import one_tile_clicks
+
+    out = tmp_path / "whole"
+    args = ["eval", "--data", str(setup / "test"), "--adapter", str(setup / "lora"), "--quiet"]
+    args += ["--no-base", "--whole-images", "--out", str(out), "--sensitivity-queries", "0"]
+    args += ["--robustness-repeats", "0"]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    whole = m["methods"][0]["whole_image"]
+    assert set(whole) == {"t1", "t2"} and whole["t1"]["n"] == 2  # one T1 query per image
+    for block in whole.values():
+        assert 0 <= block["dice"] <= 1 and 0 < block["prompted_tile_share"] <= 1
+    assert "## Whole images (tiled predictor)" in (out / "report.md").read_text()
+    # the clicks fall in one tile and are the same for every method (seeded by image + intent)
+    sample = read_folder(setup / "test")[1]  # 240 x 300: 2 x 2 tiles of 224
+    boxes = [(0, 224, 0, 224), (0, 224, 76, 300), (16, 240, 0, 224), (16, 240, 76, 300)]
+    from sampo_engine.prompts import Intent
+
+    a = one_tile_clicks(sample.inst, sample.cls, Intent("t1"), boxes, 0, sample.name)
+    b = one_tile_clicks(sample.inst, sample.cls, Intent("t1"), boxes, 0, sample.name)
+    assert np.array_equal(a[0], b[0]) and (a[1] == 1).sum() == 3
+    box = max(boxes, key=lambda bx: len(np.unique(sample.inst[bx[0] : bx[1], bx[2] : bx[3]])))
+    xs, ys = a[0][:, 0], a[0][:, 1]
+    assert ((xs >= box[2]) & (xs < box[3]) & (ys >= box[0]) & (ys < box[1])).all()

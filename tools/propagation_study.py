@@ -70,24 +70,15 @@ def _regions(starts: np.ndarray, tile: int, length: int) -> list[tuple[int, int]
 
 def _clicks_in(inst, cls, intent, box, rng):
     """Eval prompts sampled inside ``box`` = (r0, r1, c0, c1); None if no target nucleus there."""
-    from sampo_engine.prompts import sample_eval_prompts, target_mask
+    from sampo_engine.eval.whole import clicks_in_box
 
-    r0, r1, c0, c1 = box
-    sub_inst, sub_cls = inst[r0:r1, c0:c1], None if cls is None else cls[r0:r1, c0:c1]
-    if not target_mask(sub_inst, sub_cls, intent).any():
-        return None
-    ps = sample_eval_prompts(sub_inst, sub_cls, intent, rng)
-    return ps.points + np.array([c0, r0], np.float32), ps.labels
+    return clicks_in_box(inst, cls, intent, box, rng)
 
 
 def _target_count(inst, cls, intent, box) -> int:
-    from sampo_engine.prompts import target_mask
+    from sampo_engine.eval.whole import count_targets
 
-    r0, r1, c0, c1 = box
-    sub = inst[r0:r1, c0:c1] * target_mask(
-        inst[r0:r1, c0:c1], None if cls is None else cls[r0:r1, c0:c1], intent
-    )
-    return len(np.unique(sub)) - 1
+    return count_targets(inst, cls, intent, box)
 
 
 def run(args) -> dict:

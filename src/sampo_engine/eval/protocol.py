@@ -106,6 +106,11 @@ class EvalConfig:
     instances: bool = option(
         True, "instance metrics (PQ, AJI, detection F1) of the selected masks split into nuclei"
     )
+    whole_images: bool = option(
+        False,
+        "also segment every test image whole with the tiled predictor from 3 + 3 clicks in one "
+        "tile (prompt propagation) and report whole-image Dice/IoU/PQ",
+    )
     # compute
     batch_size: int = option(
         8, "queries per model call (the intents of one crop share its encoding)"
@@ -812,8 +817,18 @@ def run_evaluation(
             if progress is not None:
                 progress(done[0], total, name)
 
+        whole = None
         try:
             records, fed = score_method(model, plan, config, device, tick, stop)
+            if config.whole_images:
+                from sampo_engine.eval.whole import score_whole_images, summarize_whole
+
+                log(f"{m.name}: whole images with the tiled predictor")
+                rows = score_whole_images(
+                    model, plan.dataset, plan.image_indices, config.task, config.seed,
+                    str(device), config.instances,
+                )  # fmt: skip
+                whole = summarize_whole(rows)
         except torch.cuda.OutOfMemoryError:
             raise ConfigError(
                 f"out of GPU memory at --batch-size {config.batch_size}; pass a smaller one"
@@ -830,6 +845,8 @@ def run_evaluation(
             "seconds": time.perf_counter() - t0,
             **aggregate(plan.queries, plan.reported, records, class_names),
         }
+        if whole is not None:
+            entry["whole_image"] = whole
         if m.info is not None:
             info = m.info
             entry["bundle"] = {

@@ -316,6 +316,11 @@ class TilePredictor:
         return None if self._entry is None else self._entry.grid.shape
 
     @property
+    def tile_grid(self):
+        """The :class:`~sampo_engine.predict.tiling.TileGrid` of the image set last, or None."""
+        return None if self._entry is None else self._entry.grid
+
+    @property
     def num_tiles(self) -> int:
         return 0 if self._entry is None else len(self._entry.grid)
 
