@@ -380,7 +380,7 @@ class Trainer:
             loss = result.loss.loss
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"the loss became {float(loss)} at step {self.global_step + 1}; stopped. The last "
+                    f"the loss became {float(loss.detach())} at step {self.global_step + 1}; stopped. The last "
                     f"good checkpoint in {self.out} is kept — lower --lr or --beta and --resume"
                 )
             self.optimizer.zero_grad(set_to_none=True)
