@@ -86,6 +86,15 @@ class TrainConfig:
     overwrite: bool = option(False, "replace an existing bundle in --out")
     eval_crops: int = option(24, "validation crops per task scored at the end of each epoch")
     name: str = option("", "adapter name shown in the plugin (default: the --out folder's name)")
+    # corrections (issue #10): the pathologist's edits as offline preference pairs
+    corrections: str = option(
+        "",
+        "folder of correction records saved by the plugin (index.json + <id>.npz): each adds a "
+        "pair preferred = corrected mask, dispreferred = the model's output, plus supervision",
+    )
+    corrections_weight: float = option(
+        1.0, "weight of the corrections' loss relative to the online mined pairs"
+    )
 
     def validate(self) -> None:
         """Refuse impossible settings before any work starts."""
@@ -115,6 +124,8 @@ class TrainConfig:
             raise ConfigError("--batch-size and --epochs must be ≥ 1")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
+        if self.corrections_weight < 0:  # corrections (issue #10)
+            raise ConfigError(f"--corrections-weight must be ≥ 0, got {self.corrections_weight}")
         if self.model == "tiny" and not self.full and not self.checkpoint:
             raise ConfigError(
                 "tiny has no pretrained weights, so LoRA on its random weights learns little: "

@@ -164,6 +164,30 @@ class Trainer:
             self._load_checkpoint()
         # distributed: the DDP-wrapped policy forward (None in one process)
         self.policy = distributed.wrap_policy(self.adapted, self.loss_config)
+        self.corrections = self._load_corrections()  # corrections (issue #10): None without
+
+    def _load_corrections(self):
+        """corrections (issue #10): the records of ``config.corrections`` as a dataset, or None."""
+        cfg = self.config
+        if not cfg.corrections:
+            return None
+        if self.dist.enabled:
+            raise ConfigError(
+                "--corrections is not supported under torchrun; train with corrections in one "
+                "process (they are few and small)"
+            )
+        from sampo_engine.corrections import open_corrections
+        from sampo_engine.train.corrections_loss import CorrectionsDataset
+
+        records = open_corrections(cfg.corrections)
+        data = CorrectionsDataset(records, cfg.image_size, cfg.seed)
+        if not len(data):
+            raise DataError(f"none of the correction records in {cfg.corrections} has prompts")
+        self.log(
+            f"{len(data)} correction record(s) from {cfg.corrections}, weight "
+            f"{cfg.corrections_weight}"
+        )
+        return data
 
     # ----------------------------------------------------------------- set-up
     def _lr_factor(self, step: int) -> float:
@@ -378,6 +402,9 @@ class Trainer:
             )
             result.loss = distributed.global_loss(result.loss, self.loss_config)
             loss = result.loss.loss
+            corr_metrics = {}
+            if self.corrections is not None:  # corrections (issue #10): offline pairs
+                loss, corr_metrics = self._corrections_loss(loss)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"the loss became {float(loss.detach())} at step {self.global_step + 1}; stopped. The last "
@@ -397,7 +424,25 @@ class Trainer:
                 f"{self.config.image_size} px; use a smaller --batch-size or --image-size"
             ) from None
         self.global_step += 1
-        return distributed.mean_metrics(step_metrics(result))  # distributed: mean over ranks
+        metrics = distributed.mean_metrics(step_metrics(result))  # distributed: mean over ranks
+        metrics.update(corr_metrics)
+        return metrics
+
+    def _corrections_loss(self, loss):
+        """corrections (issue #10): add w·L_corr of one corrections batch to ``loss``."""
+        from sampo_engine.train.corrections_loss import corrections_term
+
+        cfg = self.config
+        batch = self.corrections.batch(self.global_step, cfg.batch_size)
+        corr, metrics = corrections_term(
+            self.adapted,
+            batch,
+            cfg.beta,
+            self.device,
+            reference_precision=cfg.reference_precision,
+            use_sup=not cfg.no_sup,
+        )
+        return loss + cfg.corrections_weight * corr, metrics
 
     def run(
         self,

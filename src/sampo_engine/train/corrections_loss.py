@@ -1,0 +1,158 @@
+"""Offline preference pairs from the pathologist's corrections (issue #10, DESIGN.md §2).
+
+Each :class:`~sampo_engine.corrections.CorrectionRecord` gives one pair under ONE context
+c = (image region, the user's prompts, task): preferred M_c = the corrected mask, dispreferred
+M_o = the model's original output. The context's logits are the policy's for those prompts, in
+the slot the IoU head selects (what the user saw — an intra-style pair); the reference is the same
+π_ref (adapter disabled / frozen copy) and β as for the online pairs::
+
+    L_corr = w · [ mean −log σ(β[(ℓθ(M_c|c) − ℓref(M_c|c)) − (ℓθ(M_o|c) − ℓref(M_o|c))])
+                   + BCE + Dice(best slot by IoU with M_c, M_c) ]
+
+``w`` = ``TrainConfig.corrections_weight``. Records are cut to the model input size S: a random
+S × S window that contains edited pixels (records smaller than S are padded with white image and
+background), with the prompt points shifted and those outside the window dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sampo_engine.corrections import CorrectionRecord
+from sampo_engine.losses import dice_loss, dpo_loss, mask_iou, mask_loglik
+from sampo_engine.models.forward import decode, encode, upsample
+from sampo_engine.prompts import MAX_POINTS
+from sampo_engine.utils.device import autocast
+
+
+def _pad(a: np.ndarray, size: int, value) -> np.ndarray:
+    h, w = a.shape[:2]
+    pads = [(0, max(0, size - h)), (0, max(0, size - w))] + [(0, 0)] * (a.ndim - 2)
+    return np.pad(a, pads, constant_values=value)
+
+
+class CorrectionsDataset:
+    """Fixed-size (S × S) items of correction records; deterministic given (seed, step)."""
+
+    def __init__(self, records: list[CorrectionRecord], size: int, seed: int = 0):
+        self.records = [r for r in records if (r.labels == 1).any() or len(r.labels)]
+        self.size = size
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def item(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        r = self.records[index]
+        s = self.size
+        image = _pad(r.image, s, 255)
+        orig = _pad(r.original, s, False)
+        corr = _pad(r.corrected, s, False)
+        h, w = orig.shape
+        changed = orig != corr
+        top = left = 0
+        if h > s or w > s:
+            rows, cols = np.nonzero(changed) if changed.any() else np.nonzero(corr | orig)
+            if rows.size:
+                k = int(rng.integers(rows.size))
+                top = int(np.clip(rows[k] - rng.integers(s), 0, h - s))
+                left = int(np.clip(cols[k] - rng.integers(s), 0, w - s))
+            else:
+                top, left = int(rng.integers(h - s + 1)), int(rng.integers(w - s + 1))
+        sl = (slice(top, top + s), slice(left, left + s))
+        pts = r.points - [left, top]
+        inside = (pts[:, 0] >= 0) & (pts[:, 0] < s) & (pts[:, 1] >= 0) & (pts[:, 1] < s)
+        pts, labels = pts[inside][:MAX_POINTS], r.labels[inside][:MAX_POINTS]
+        points = np.zeros((1, MAX_POINTS, 2), np.float32)
+        lab = np.full((1, MAX_POINTS), -1, np.int64)
+        points[0, : len(pts)] = pts
+        lab[0, : len(labels)] = labels
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image[sl].transpose(2, 0, 1))),
+            "points": torch.from_numpy(points),
+            "labels": torch.from_numpy(lab),
+            "corrected": torch.from_numpy(np.ascontiguousarray(corr[sl])),
+            "original": torch.from_numpy(np.ascontiguousarray(orig[sl])),
+        }
+
+    def batch(self, step: int, batch_size: int) -> dict[str, torch.Tensor]:
+        """The corrections batch of optimiser step ``step``: records in a seeded order per pass."""
+        n = len(self.records)
+        rng = np.random.default_rng([self.seed, 7919, step])
+        items = []
+        for i in range(min(batch_size, n)):
+            flat = step * min(batch_size, n) + i
+            order = np.random.default_rng([self.seed, 104729, flat // n]).permutation(n)
+            items.append(self.item(int(order[flat % n]), rng))
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def corrections_term(
+    adapted,
+    batch: dict[str, torch.Tensor],
+    beta: float,
+    device,
+    reference_precision: str = "auto",
+    use_sup: bool = True,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """(unweighted L_corr with graph, metrics) for one corrections batch."""
+    from sampo_engine.train.step import reference_logits
+
+    images = batch["image"].to(device)
+    points = batch["points"].to(device)
+    labels = batch["labels"].to(device)
+    corrected = batch["corrected"].to(device)
+    original = batch["original"].to(device)
+    size = tuple(corrected.shape[-2:])
+    ref = reference_logits(adapted, images, points, labels, size, reference_precision).clone()
+    with autocast(device):
+        out = decode(adapted.sam, encode(adapted.sam, images), points, labels)
+    logits = upsample(out.logits, size)[:, 0]  # (B, 3, S, S): one prompt set per record
+    iou_pred = out.iou_pred.float()[:, 0]  # (B, 3)
+    b = torch.arange(logits.shape[0], device=logits.device)
+    ctx = iou_pred.detach().argmax(1)  # the slot the user saw
+    policy_w = mask_loglik(logits[b, ctx], corrected)
+    policy_l = mask_loglik(logits[b, ctx], original)
+    ref_w = mask_loglik(ref[b, ctx], corrected)
+    ref_l = mask_loglik(ref[b, ctx], original)
+    pair_loss, margin = dpo_loss(policy_w, ref_w, policy_l, ref_l, beta)
+    loss = pair_loss.mean()
+    ious = mask_iou(logits.detach() > 0, corrected[:, None])  # (B, 3)
+    if use_sup:
+        best = logits[b, ious.argmax(1)]
+        tgt = corrected.to(best.dtype)
+        bce = F.binary_cross_entropy_with_logits(best, tgt, reduction="none").flatten(1).mean(1)
+        loss = loss + (bce + dice_loss(best, tgt)).mean()
+    margin = margin.detach()
+    metrics = {
+        "corr_loss": float(loss.detach()),
+        "corr_pref_acc": float((margin > 0).float().mean()),
+        "corr_margin": float(margin.mean()),
+        "corr_iou": float(ious[b, ctx].mean()),
+    }
+    return loss, metrics
+
+
+@torch.no_grad()
+def record_logliks(
+    adapted, records: list[CorrectionRecord], size: int, device, batch_size: int = 8
+) -> dict[str, np.ndarray]:
+    """Per record, under the IoU-head-selected slot of the current policy: ℓ(M_c|c), ℓ(M_o|c)
+    and the IoU of the shown mask with M_c (for studies and tests; whole records cut to S)."""
+    data = CorrectionsDataset(records, size)
+    rng = np.random.default_rng(0)
+    out = {"corrected": [], "original": [], "iou": []}
+    adapted.eval()
+    for start in range(0, len(records), batch_size):
+        items = [data.item(i, rng) for i in range(start, min(len(records), start + batch_size))]
+        batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
+        dec = decode(adapted.sam, encode(adapted.sam, batch["image"]), batch["points"], batch["labels"])
+        logits = upsample(dec.logits, (size, size))[:, 0]
+        b = torch.arange(logits.shape[0], device=logits.device)
+        shown = logits[b, dec.iou_pred[:, 0].argmax(1)]
+        out["corrected"].append(mask_loglik(shown, batch["corrected"]).cpu().numpy())
+        out["original"].append(mask_loglik(shown, batch["original"]).cpu().numpy())
+        out["iou"].append(mask_iou(shown > 0, batch["corrected"]).cpu().numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
