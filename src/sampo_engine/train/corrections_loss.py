@@ -106,7 +106,8 @@ def corrections_term(
     corrected = batch["corrected"].to(device)
     original = batch["original"].to(device)
     size = tuple(corrected.shape[-2:])
-    ref = reference_logits(adapted, images, points, labels, size, reference_precision).clone()
+    ref = reference_logits(adapted, images, points, labels, size, reference_precision)
+    ref = ref.clone()[:, 0]  # (B, 3, S, S)
     with autocast(device):
         out = decode(adapted.sam, encode(adapted.sam, images), points, labels)
     logits = upsample(out.logits, size)[:, 0]  # (B, 3, S, S): one prompt set per record
