@@ -307,3 +307,21 @@ def test_whole_images_are_segmented_with_the_tiled_predictor(setup, tmp_path):
     box = max(boxes, key=lambda bx: len(np.unique(sample.inst[bx[0] : bx[1], bx[2] : bx[3]])))
     xs, ys = a[0][:, 0], a[0][:, 1]
     assert ((xs >= box[2]) & (xs < box[3]) & (ys >= box[0]) & (ys < box[1])).all()
+
+
+def test_slot_rule_is_applied_and_reported(setup, tmp_path):
+    import csv
+
+    args = ["eval", "--data", str(setup / "test"), "--adapter", str(setup / "lora"), "--quiet"]
+    args += ["--no-base", "--sensitivity-queries", "0", "--robustness-repeats", "0"]
+    args += ["--no-instances"]
+    slots = {}
+    for rule in ("iou", "clicks"):
+        out = tmp_path / rule
+        assert main([*args, "--slot-rule", rule, "--out", str(out)]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["config"]["slot_rule"] == rule
+        assert f"Slot scored: {rule}" in (out / "report.md").read_text()
+        with open(out / "per_query.csv") as handle:
+            slots[rule] = [row for row in csv.DictReader(handle)]
+    assert len(slots["iou"]) == len(slots["clicks"]) > 0

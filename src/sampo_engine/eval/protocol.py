@@ -106,6 +106,13 @@ class EvalConfig:
     instances: bool = option(
         True, "instance metrics (PQ, AJI, detection F1) of the selected masks split into nuclei"
     )
+    slot_rule: str = option(
+        "iou",
+        "which of SAM's 3 masks is scored: iou = the IoU head's pick (the paper's protocol); "
+        "clicks = the one agreeing best with the prompt's points; auto = clicks for T2, iou for T1 "
+        "(what the predictor does by default). The oracle columns are unaffected",
+        choices=("iou", "clicks", "auto"),
+    )
     whole_images: bool = option(
         False,
         "also segment every test image whole with the tiled predictor from 3 + 3 clicks in one "
@@ -472,6 +479,24 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)
 
 
+def _slots(config: EvalConfig, query, prompt_sets, logits, iou_pred) -> np.ndarray:
+    """The slot scored for each of the K prompt sets, by ``config.slot_rule``."""
+    from sampo_engine.models.slots import select_slot
+
+    rule = config.slot_rule
+    if rule == "auto":
+        rule = "clicks" if query.intent.task == "t2" else "iou"
+    if rule == "iou":
+        return iou_pred.argmax(axis=1)
+    size = logits.shape[-1]
+    return np.array(
+        [
+            select_slot(logits[k], iou_pred[k], ps.points, ps.labels, size, rule)
+            for k, ps in enumerate(prompt_sets[: len(logits)])
+        ]
+    )
+
+
 def _score_query(plan: EvalPlan, config: EvalConfig, i: int, logits, iou_pred, reported):
     """Every score of query ``i`` from its logits (K, 3, S, S): {query index: record part}."""
     from sampo_engine.eval.metrics import instance_metrics
@@ -480,7 +505,7 @@ def _score_query(plan: EvalPlan, config: EvalConfig, i: int, logits, iou_pred, r
 
     q = plan.queries[i]
     masks = logits > 0  # (K, 3, S, S)
-    slots = iou_pred.argmax(axis=1)  # (K,) the IoU head's pick per prompt set
+    slots = _slots(config, q, plan.prompt_sets[i], logits, iou_pred)  # (K,) one slot per prompt set
     pred_inst = None
     if config.instances and (i in reported or plan.crop_t2.get(i)):
         pred_inst = split_instances(_sigmoid(logits[0, slots[0]]))
@@ -826,7 +851,7 @@ def run_evaluation(
                 log(f"{m.name}: whole images with the tiled predictor")
                 rows = score_whole_images(
                     model, plan.dataset, plan.image_indices, config.task, config.seed,
-                    str(device), config.instances,
+                    str(device), config.instances, slot_rule=config.slot_rule,
                 )  # fmt: skip
                 whole = summarize_whole(rows)
         except torch.cuda.OutOfMemoryError:

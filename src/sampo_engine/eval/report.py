@@ -267,6 +267,9 @@ def render_report(metrics: dict, plots: dict[str, str] | None = None) -> str:
         f"image(s), {data['crops']} crop(s) of {model['image_size']} px, queries: {queries}",
         f"- Model: {model['model_type']} at {model['image_size']} px, base weights: "
         f"{model['base_checkpoint'] or 'random (no checkpoint)'}",
+        f"- Slot scored: {metrics['config'].get('slot_rule', 'iou')} "
+        "(iou = the IoU head's pick, the paper's; clicks = the mask agreeing best with the "
+        "prompt; auto = clicks for T2, iou for T1)",
         f"- Prompts: seed {proto['seed']}, {proto['num_positive']} positive + "
         f"{proto['num_negative']} negative points per query, identical for every method "
         f"(SHA-256 `{metrics['prompts_sha256'][:16]}…`)",

@@ -59,13 +59,14 @@ def score_whole_images(
     device: str = "auto",
     instances: bool = True,
     progress: Callable[[int], None] | None = None,
+    slot_rule: str = "auto",
 ) -> list[dict]:
     """One record per (image, intent): dice, iou, and pq / f1 when ``instances``."""
     from sampo_engine.eval.metrics import get_fast_pq
     from sampo_engine.eval.queries import dice_iou
     from sampo_engine.predict.predictor import PredictConfig, TilePredictor
 
-    predictor = TilePredictor(PredictConfig(device=device), model=model)
+    predictor = TilePredictor(PredictConfig(device=device, slot_rule=slot_rule), model=model)
     rows = []
     for i in indices:
         sample = dataset[i]

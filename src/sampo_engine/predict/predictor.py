@@ -91,6 +91,12 @@ class PredictConfig:
     class_name: str = option(
         "", f"class name written for the result (default: none for T1, {DEFAULT_T2_CLASS!r} for T2)"
     )
+    slot_rule: str = option(
+        "auto",
+        "which of SAM's 3 masks to use per tile: iou = the IoU head's pick; clicks = the one that "
+        "agrees best with the clicks (much better for T2); auto = clicks for T2, iou for T1",
+        choices=("auto", "iou", "clicks"),
+    )
 
     def validate(self) -> None:
         """Refuse impossible settings before any work starts."""
@@ -499,7 +505,10 @@ class TilePredictor:
         total = len(order) + 1
         if progress is not None:
             progress(0, total)
-        prob = self._decode_and_blend(entry, prompts, order, progress, should_stop, total)
+        rule = self.config.slot_rule
+        if rule == "auto":
+            rule = "clicks" if task == "t2" else "iou"
+        prob = self._decode_and_blend(entry, prompts, order, progress, should_stop, total, rule)
         _check_stop(should_stop)
         cfg = self.config
         mask = prob > cfg.threshold
@@ -521,8 +530,11 @@ class TilePredictor:
             encoder_seconds=self._encoder_seconds,
         )
 
-    def _decode_and_blend(self, entry, prompts, order, progress, should_stop, total) -> np.ndarray:
-        from sampo_engine.models.forward import decode, select_by_iou_head, upsample
+    def _decode_and_blend(
+        self, entry, prompts, order, progress, should_stop, total, slot_rule: str = "iou"
+    ) -> np.ndarray:
+        from sampo_engine.models.forward import decode, upsample
+        from sampo_engine.models.slots import select_slots_torch
         from sampo_engine.predict.tiling import ProbabilityBlender, blend_window
         from sampo_engine.utils.device import autocast
 
@@ -545,13 +557,15 @@ class TilePredictor:
                 labels[b, 0, :n] = prompts[t].labels
             emb = entry.embeddings[index].to(self.device, non_blocking=True)
             with torch.inference_mode(), autocast(self.device):
-                out = decode(
-                    self.sam,
-                    emb,
-                    torch.from_numpy(points).to(self.device),
-                    torch.from_numpy(labels).to(self.device),
+                points_t = torch.from_numpy(points).to(self.device)
+                labels_t = torch.from_numpy(labels).to(self.device)
+                out = decode(self.sam, emb, points_t, labels_t)
+                all_logits = out.logits.float()  # (b, 1, 3, s/4, s/4)
+                slot = select_slots_torch(
+                    all_logits, out.iou_pred.float(), points_t, labels_t, s, slot_rule
                 )
-                logits, _ = select_by_iou_head(out.logits.float(), out.iou_pred.float())
+                pick = slot[..., None, None, None].expand(-1, -1, 1, *all_logits.shape[-2:])
+                logits = all_logits.gather(2, pick).squeeze(2)
             with torch.inference_mode():
                 probs = torch.sigmoid(upsample(logits[:, 0], (s, s)))
                 blender.add(index, probs)
