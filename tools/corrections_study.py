@@ -1,6 +1,7 @@
 """Does learning from a pathologist's corrections help? A controlled study on generated tiles.
 
-1. Pre-train the tiny SAM (``--full``) briefly on generated tiles (task both) -> base weights.
+1. Pre-train the tiny SAM (``--full``) on generated tiles (task both) -> base weights. It
+   segments nuclei after ~150 steps of batch 8 but hardly tells the classes apart.
 2. "The pathologist" runs the base model with T2 prompts on other generated tiles and erases
    every predicted pixel that is not a nucleus of the clicked class:
    corrected = original ∩ target class. Each edited tile becomes a correction record.
@@ -32,9 +33,13 @@ import torch
 @dataclass
 class StudyConfig:
     image_size: int = 112
-    train_images: int = 12
-    pretrain_steps: int = 150
-    record_tiles: int = 12
+    train_images: int = 24
+    pretrain_steps: int = 300
+    pretrain_batch_size: int = 8
+    pretrain_lr: float = 2e-3
+    pretrain_warmup: int = 20
+    pretrain_alpha: float = 0.5
+    record_tiles: int = 24
     eval_tiles: int = 12
     finetune_steps: int = 40
     batch_size: int = 4
@@ -44,7 +49,16 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
 
 
-def _train(cfg: StudyConfig, out: Path, dataset, seed: int, steps: int, lr: float, **extra):
+def _train(
+    cfg: StudyConfig,
+    out: Path,
+    dataset,
+    seed: int,
+    steps: int,
+    lr: float,
+    batch_size: int | None = None,
+    **extra,
+):
     from sampo_engine.train.config import TrainConfig
     from sampo_engine.train.trainer import Trainer
 
@@ -55,7 +69,7 @@ def _train(cfg: StudyConfig, out: Path, dataset, seed: int, steps: int, lr: floa
         full=True,
         task="both",
         image_size=cfg.image_size,
-        batch_size=cfg.batch_size,
+        batch_size=batch_size or cfg.batch_size,
         lr=lr,
         beta=cfg.beta,
         epochs=10_000,
@@ -127,13 +141,18 @@ def make_records(adapted, queries, model_name: str = "tiny base"):
 
 
 def evaluate(adapted, queries) -> dict[str, float]:
-    wrong, dice = [], []
+    wrong, dice, share = [], [], []
     for q, pred in zip(queries, _shown_masks(adapted, queries), strict=True):
         target = q.target
+        share.append(float(pred.mean()))
         wrong.append(float((pred & ~target).sum() / max(1, pred.sum())))
         inter = float((pred & target).sum())
         dice.append(2 * inter / max(1.0, float(pred.sum() + target.sum())))
-    return {"wrong_share": float(np.mean(wrong)), "t2_dice": float(np.mean(dice))}
+    return {
+        "wrong_share": float(np.mean(wrong)),
+        "t2_dice": float(np.mean(dice)),
+        "predicted_share": float(np.mean(share)),
+    }
 
 
 def run_study(cfg: StudyConfig, out: Path, log=print) -> dict:
@@ -144,11 +163,23 @@ def run_study(cfg: StudyConfig, out: Path, log=print) -> dict:
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train_data = make_synthetic_dataset(cfg.train_images, cfg.image_size, seed=100)
-    base = _train(cfg, out / "base", train_data, 0, cfg.pretrain_steps, 2e-3)
+    base = _train(
+        cfg,
+        out / "base",
+        train_data,
+        0,
+        cfg.pretrain_steps,
+        cfg.pretrain_lr,
+        batch_size=cfg.pretrain_batch_size,
+        warmup_steps=cfg.pretrain_warmup,
+        alpha=cfg.pretrain_alpha,
+    )
     base_path = out / "base" / "base.pth"
     record_queries = _queries(cfg, 200, cfg.record_tiles, "records")
     eval_queries = _queries(cfg, 300, cfg.eval_tiles, "held-out")
     records = make_records(base.adapted, record_queries)
+    if not records:
+        raise SystemExit("the base model's outputs needed no correction: nothing to study")
     store = CorrectionStore(out / "corrections")
     for old in store.ids():
         store.delete(old)
@@ -202,20 +233,20 @@ def run_study(cfg: StudyConfig, out: Path, log=print) -> dict:
 
 
 def summary_table(result: dict) -> str:
-    keys = ("wrong_share", "t2_dice", "record_ll_gap")
+    keys = ("predicted_share", "wrong_share", "t2_dice", "record_ll_gap")
     lines = [
-        "| seed | arm | wrong share ↓ | T2 Dice ↑ | ℓ(M_c) − ℓ(M_o) on records ↑ |",
-        "|---|---|---|---|---|",
+        "| seed | arm | predicted share | wrong share ↓ | T2 Dice ↑ | ℓ(M_c) − ℓ(M_o) on records ↑ |",
+        "|---|---|---|---|---|---|",
     ]
     b = result["base"]
-    lines.append(f"| – | base | {b['wrong_share']:.3f} | {b['t2_dice']:.3f} | |")
+    lines.append(
+        f"| – | base | {b['predicted_share']:.3f} | {b['wrong_share']:.3f} | {b['t2_dice']:.3f} | |"
+    )
     for row in result["runs"]:
         for arm in ("online", "corrections"):
             v = row[arm]
             lines.append(
-                f"| {row['seed']} | {arm} | "
-                + " | ".join(f"{v[k]:.3f}" for k in keys)
-                + " |"
+                f"| {row['seed']} | {arm} | " + " | ".join(f"{v[k]:.3f}" for k in keys) + " |"
             )
     for arm in ("online", "corrections"):
         means = [np.mean([row[arm][k] for row in result["runs"]]) for k in keys]
@@ -230,6 +261,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
     for name in (
         "pretrain_steps",
+        "pretrain_batch_size",
         "finetune_steps",
         "train_images",
         "record_tiles",
@@ -243,7 +275,11 @@ def main(argv=None) -> int:
     parser.add_argument("--corrections-weight", type=float, default=defaults.corrections_weight)
     args = parser.parse_args(argv)
     cfg = StudyConfig(
-        **{k: getattr(args, k) for k in StudyConfig.__dataclass_fields__ if k != "seeds" and hasattr(args, k)}
+        **{
+            k: getattr(args, k)
+            for k in StudyConfig.__dataclass_fields__
+            if k != "seeds" and hasattr(args, k)
+        }
         | {"seeds": tuple(args.seeds)}
     )
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="corrections_study."))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -121,6 +122,18 @@ class FinetuneWidget(QWidget):
             f"overwritten). Saved in {adapter_dir()}; set SAMPO_ADAPTER_DIR for another folder"
         )
         form.addRow("Adapter name", self.name_edit)
+        # corrections (issue #10): the user's saved edits as extra preference pairs
+        corr_row = QHBoxLayout()
+        self.corrections_check = QCheckBox("Include my corrections", self)
+        self.corrections_check.setChecked(True)
+        self.corrections_check.setToolTip(
+            "add the corrections saved in 'Segment nuclei (SAMPO)' as preference pairs "
+            "(preferred = your corrected mask, dispreferred = the model's output)"
+        )
+        self.corrections_label = QLabel("", self)
+        corr_row.addWidget(self.corrections_check)
+        corr_row.addWidget(self.corrections_label, 1)
+        form.addRow("Corrections", corr_row)
         self.model_note = QLabel(TINY_NOTE, self)
         self.model_note.setWordWrap(True)
         layout.addWidget(self.model_note)
@@ -164,6 +177,21 @@ class FinetuneWidget(QWidget):
         follow_layers(napari_viewer, self._on_layers_changed, self)
         self._refresh_class_choices()
         self._on_model_changed()
+        from napari_sampo._corrections import add_listener
+
+        add_listener(self)
+        self.refresh_corrections()
+
+    def refresh_corrections(self) -> int:
+        """corrections (issue #10): count the stored records; returns how many."""
+        from napari_sampo._corrections import corrections_dir, count_records
+
+        n = count_records()
+        self.num_corrections = n
+        self.corrections_label.setText(f"{n} correction record{'s' if n != 1 else ''}")
+        self.corrections_label.setToolTip(str(corrections_dir()))
+        self.corrections_check.setEnabled(n > 0)
+        return n
 
     # ------------------------------------------------------------------ form
     def _on_layers_changed(self) -> None:
@@ -248,7 +276,15 @@ class FinetuneWidget(QWidget):
             device=values["device"],
             eval_crops=int(values["eval_crops"]),
             name=name,
+            corrections=self._corrections_folder(),  # corrections (issue #10)
         )
+
+    def _corrections_folder(self) -> str:
+        from napari_sampo._corrections import corrections_dir
+
+        if self.corrections_check.isChecked() and self.refresh_corrections() > 0:
+            return str(corrections_dir())
+        return ""
 
     def _classes(self, inst: np.ndarray, task: str):
         """(class map or None, class names) from the chosen class source."""
@@ -331,6 +367,10 @@ class FinetuneWidget(QWidget):
         self.plot.clear()
         self.progress_bar.setRange(0, 0)
         self.status_label.setText(f"Preparing: {data.describe()}…")
+        if config.corrections:  # corrections (issue #10)
+            self.status_label.setText(
+                f"Preparing: {data.describe()} + {self.num_corrections} correction record(s)…"
+            )
         self._pbar = progress(total=0, desc=f"Fine-tuning {name}")
         worker = create_worker(guarded, training_job(config, data.dataset, self._stop))
         worker.yielded.connect(self._on_update)
@@ -340,7 +380,9 @@ class FinetuneWidget(QWidget):
         self.worker = worker
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        self.summary = data.describe()
+        self.summary = data.describe() + (
+            f" + {self.num_corrections} correction record(s)" if config.corrections else ""
+        )
         worker.start()
 
     def stop(self) -> None:

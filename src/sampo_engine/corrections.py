@@ -158,7 +158,10 @@ def make_record(
     model: dict | None = None,
     image_name: str = "",
 ) -> CorrectionRecord | None:
-    """A record of the region the user edited in a full image, or None if the mask is unchanged.
+    """A record of the region the user edited in a full image, or None if the labels are unchanged.
+
+    The region is the bounding box of the changed pixels and the prompt points, padded to at
+    least ``min_size`` (the model input size) and clipped to the image.
 
     ``image`` (H, W, 3) uint8; ``original_labels`` / ``corrected_labels`` (H, W) instance maps
     (the model's and the user's); ``points_rc`` (N, 2) prompt points as napari gives them
@@ -177,13 +180,11 @@ def make_record(
     if not changed.any():
         changed = np.asarray(original_labels) != corrected_inst
     pts = np.asarray(points_rc, float).reshape(-1, 2)
-    region = edited_region(changed, min_size)
+    region = edited_region(changed, min_size, pts)  # the prompts belong to the context
     if region is None:
         return None
     top, left, bottom, right = region
-    inside = (
-        (pts[:, 0] >= top) & (pts[:, 0] < bottom) & (pts[:, 1] >= left) & (pts[:, 1] < right)
-    )
+    inside = (pts[:, 0] >= top) & (pts[:, 0] < bottom) & (pts[:, 1] >= left) & (pts[:, 1] < right)
     local = pts[inside] - [top, left]
     sl = (slice(top, bottom), slice(left, right))
     return CorrectionRecord(

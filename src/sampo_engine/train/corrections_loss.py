@@ -100,6 +100,7 @@ def corrections_term(
     """(unweighted L_corr with graph, metrics) for one corrections batch."""
     from sampo_engine.train.step import reference_logits
 
+    device = torch.device(device)
     images = batch["image"].to(device)
     points = batch["points"].to(device)
     labels = batch["labels"].to(device)
@@ -142,6 +143,7 @@ def record_logliks(
 ) -> dict[str, np.ndarray]:
     """Per record, under the IoU-head-selected slot of the current policy: ℓ(M_c|c), ℓ(M_o|c)
     and the IoU of the shown mask with M_c (for studies and tests; whole records cut to S)."""
+    device = torch.device(device)
     data = CorrectionsDataset(records, size)
     rng = np.random.default_rng(0)
     out = {"corrected": [], "original": [], "iou": []}
@@ -149,7 +151,9 @@ def record_logliks(
     for start in range(0, len(records), batch_size):
         items = [data.item(i, rng) for i in range(start, min(len(records), start + batch_size))]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
-        dec = decode(adapted.sam, encode(adapted.sam, batch["image"]), batch["points"], batch["labels"])
+        dec = decode(
+            adapted.sam, encode(adapted.sam, batch["image"]), batch["points"], batch["labels"]
+        )
         logits = upsample(dec.logits, (size, size))[:, 0]
         b = torch.arange(logits.shape[0], device=logits.device)
         shown = logits[b, dec.iou_pred[:, 0].argmax(1)]
