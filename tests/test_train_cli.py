@@ -50,6 +50,7 @@ def test_tiny_trains_end_to_end_and_the_loss_falls(data_dir, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "held-out T1 Dice" in printed and str(out) in printed
+    assert "slot that agrees with the clicks" in printed
     bundle = json.loads((out / "sampo_bundle.json").read_text())
     assert bundle["kind"] == "full" and bundle["complete"] and bundle["epochs_done"] == 8
     assert bundle["class_names"] == {"1": "lymphocyte", "2": "epithelial", "3": "spindle"}
@@ -72,7 +73,7 @@ def test_tiny_trains_end_to_end_and_the_loss_falls(data_dir, tmp_path, capsys):
     last = sum(r["sup"] for r in rows[-4:]) / 4
     assert last < first
     epochs = _rows(out / "epochs.jsonl")
-    assert "t1_dice" in epochs[-1] and "t2_dice" in epochs[-1]
+    assert "t1_dice" in epochs[-1] and "t2_dice" in epochs[-1] and "t2_clicks_dice" in epochs[-1]
 
 
 def test_lora_changes_adapter_weights_and_leaves_base_untouched(data_dir, tmp_path):

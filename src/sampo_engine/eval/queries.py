@@ -129,6 +129,7 @@ class QueryScore:
     slot: int
     mask: np.ndarray | None = None  # (S, S) bool selected mask, when kept
     prob: np.ndarray | None = None  # (S, S) float32 probability of the selected slot, when kept
+    clicks_dice: float = float("nan")  # Dice of the slot agreeing best with the clicks
 
 
 def dice_iou(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -245,6 +246,8 @@ def score_queries(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[QueryScore]:
     """Run ``model`` (an AdaptedSam or a bare Sam) on each query's prompts; no gradients."""
+    from sampo_engine.models.slots import select_slot
+
     scores: list[QueryScore | None] = [None] * len(queries)
     for i, lg, ip in predict_queries(model, queries, None, batch_size, device, progress):
         q, lg, ip = queries[i], lg[0], ip[0]
@@ -253,6 +256,7 @@ def score_queries(
         per_slot = [dice_iou(m, target) for m in masks]
         slot = int(ip.argmax())
         best = int(np.argmax([d for d, _ in per_slot]))
+        by_clicks = select_slot(lg, ip, q.prompts.points, q.prompts.labels, lg.shape[-1], "clicks")
         prob = 1 / (1 + np.exp(-lg[slot])) if keep_masks else None
         scores[i] = QueryScore(
             per_slot[slot][0],
@@ -262,12 +266,14 @@ def score_queries(
             slot,
             masks[slot] if keep_masks else None,
             prob.astype(np.float32) if keep_masks else None,
+            clicks_dice=per_slot[by_clicks][0],
         )
     return scores  # type: ignore[return-value]
 
 
 def summarize(queries: Sequence[Query], scores: Sequence[QueryScore]) -> dict[str, float]:
-    """Macro-mean Dice/IoU (and oracle) per task: {'t1_dice': ..., 't2_iou': ..., 't1_n': ...}."""
+    """Macro-mean Dice/IoU per task — IoU-head slot, oracle slot, and the slot agreeing best with
+    the clicks: {'t1_dice': ..., 't2_iou': ..., 't2_oracle_dice': ..., 't2_clicks_dice': ...}."""
     out: dict[str, float] = {}
     for task in ("t1", "t2"):
         picked = [s for q, s in zip(queries, scores) if q.intent.task == task]
@@ -276,5 +282,6 @@ def summarize(queries: Sequence[Query], scores: Sequence[QueryScore]) -> dict[st
         out[f"{task}_dice"] = float(np.mean([s.dice for s in picked]))
         out[f"{task}_iou"] = float(np.mean([s.iou for s in picked]))
         out[f"{task}_oracle_dice"] = float(np.mean([s.oracle_dice for s in picked]))
+        out[f"{task}_clicks_dice"] = float(np.mean([s.clicks_dice for s in picked]))
         out[f"{task}_n"] = len(picked)
     return out

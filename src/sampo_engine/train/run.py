@@ -74,6 +74,11 @@ def _run_training(config: TrainConfig, progress_bar: bool, dataset) -> StepEvent
         f"held-out T1 Dice: {_fmt(m.get('t1_dice'))}   T2 Dice: {_fmt(m.get('t2_dice'))}"
         f"   (IoU-head slot, {len(trainer.val_indices)} held-out image(s))"
     )
+    if "t2_clicks_dice" in m:
+        print(
+            "held-out T2 Dice with the slot that agrees with the clicks (the plugin's T2 default):"
+            f" {_fmt(m.get('t2_clicks_dice'))}   best slot (oracle): {_fmt(m.get('t2_oracle_dice'))}"
+        )
     print(f"adapter bundle: {out}")
     print(f"metrics:        {out / 'metrics.jsonl'} (per step), {out / 'epochs.jsonl'} (per epoch)")
     print(f"plot:           {out / 'loss_curve.png'}")
