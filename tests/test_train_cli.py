@@ -152,6 +152,7 @@ def test_bad_input_gives_clear_message(data_dir, tmp_path, capsys, extra, messag
     code = main(_args(data_dir, tmp_path / "out", *extra))
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # a refused run writes nothing
 
 
 def test_out_folder_of_user_is_never_overwritten(data_dir, tmp_path, capsys):

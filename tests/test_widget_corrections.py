@@ -25,17 +25,23 @@ def _dock(viewer, name):
     return viewer.window.add_plugin_dock_widget("napari-sampo", name)[1]
 
 
-def test_edit_save_list_delete_and_offer_to_finetune(
-    make_napari_viewer, sample, tmp_path, monkeypatch, qtbot
-):
+def _segment_dock_on(make_napari_viewer, sample, tmp_path, monkeypatch):
+    """A viewer with the sample image and a Segment dock set to tiny on the CPU."""
     monkeypatch.setenv("SAMPO_ADAPTER_DIR", str(tmp_path / "adapters"))
     monkeypatch.delenv("SAMPO_CORRECTIONS_DIR", raising=False)
     viewer = make_napari_viewer()
     viewer.add_image(sample.image, name="H&E")
     segment = _dock(viewer, "Segment nuclei (SAMPO)")
-    finetune = _dock(viewer, "Fine-tune on this layer")
     segment.select_model("tiny")
     segment.device_combo.setCurrentIndex(segment.device_combo.findData("cpu"))
+    return viewer, segment
+
+
+def test_edit_save_list_delete_and_offer_to_finetune(
+    make_napari_viewer, sample, tmp_path, monkeypatch, qtbot
+):
+    viewer, segment = _segment_dock_on(make_napari_viewer, sample, tmp_path, monkeypatch)
+    finetune = _dock(viewer, "Fine-tune on this layer")
     assert finetune.corrections_label.text() == "0 correction records"
     assert not finetune.corrections_check.isEnabled()
 
@@ -104,13 +110,7 @@ def test_unsaved_edits_survive_layer_deletion_and_quit(
 ):
     from qtpy.QtWidgets import QApplication
 
-    monkeypatch.setenv("SAMPO_ADAPTER_DIR", str(tmp_path / "adapters"))
-    monkeypatch.delenv("SAMPO_CORRECTIONS_DIR", raising=False)
-    viewer = make_napari_viewer()
-    viewer.add_image(sample.image, name="H&E")
-    segment = _dock(viewer, "Segment nuclei (SAMPO)")
-    segment.select_model("tiny")
-    segment.device_combo.setCurrentIndex(segment.device_combo.findData("cpu"))
+    viewer, segment = _segment_dock_on(make_napari_viewer, sample, tmp_path, monkeypatch)
     ids = np.unique(sample.inst[sample.inst > 0])[:2]
     segment.prompts_layer(create=True).add(
         np.array(ndi.center_of_mass(sample.inst > 0, sample.inst, ids))

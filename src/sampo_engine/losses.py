@@ -143,6 +143,13 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     return 1 - (2 * inter + eps) / (prob.sum(1) + target.sum(1) + eps)
 
 
+def pixel_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of per-pixel-mean BCE + soft Dice: (N, H, W) logits, {0,1} targets."""
+    target = target.to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
+    return (bce + dice_loss(logits, target)).mean()
+
+
 def supervised_term(
     logits: torch.Tensor,
     iou_pred: torch.Tensor,
@@ -155,9 +162,8 @@ def supervised_term(
     best = ious.argmax(2)  # (B, K)
     chosen = logits.gather(2, best[..., None, None, None].expand(-1, -1, 1, *logits.shape[-2:]))
     chosen = chosen.squeeze(2).flatten(0, 1)  # (B·K, H, W)
-    tgt = target[:, None].expand(-1, k, -1, -1).flatten(0, 1).to(chosen.dtype)
-    bce = F.binary_cross_entropy_with_logits(chosen, tgt, reduction="none").flatten(1).mean(1)
-    pixel = (bce + dice_loss(chosen, tgt)).mean()
+    tgt = target[:, None].expand(-1, k, -1, -1).flatten(0, 1)
+    pixel = pixel_loss(chosen, tgt)
     iou_mse = F.mse_loss(iou_pred.float(), ious)
     return pixel + config.iou_head_weight * iou_mse
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sampo_engine.corrections import CorrectionRecord
-from sampo_engine.losses import dice_loss, dpo_loss, mask_iou, mask_loglik
+from sampo_engine.losses import dpo_loss, mask_iou, mask_loglik, pixel_loss
 from sampo_engine.models.forward import decode, encode, upsample
 from sampo_engine.prompts import MAX_POINTS
 from sampo_engine.utils.device import autocast
@@ -37,7 +36,7 @@ class CorrectionsDataset:
     """Fixed-size (S × S) items of correction records; deterministic given (seed, step)."""
 
     def __init__(self, records: list[CorrectionRecord], size: int, seed: int = 0):
-        self.records = [r for r in records if (r.labels == 1).any() or len(r.labels)]
+        self.records = [r for r in records if len(r.labels)]  # records need prompts
         self.size = size
         self.seed = seed
 
@@ -123,10 +122,7 @@ def corrections_term(
     loss = pair_loss.mean()
     ious = mask_iou(logits.detach() > 0, corrected[:, None])  # (B, 3)
     if use_sup:
-        best = logits[b, ious.argmax(1)]
-        tgt = corrected.to(best.dtype)
-        bce = F.binary_cross_entropy_with_logits(best, tgt, reduction="none").flatten(1).mean(1)
-        loss = loss + (bce + dice_loss(best, tgt)).mean()
+        loss = loss + pixel_loss(logits[b, ious.argmax(1)], corrected)
     margin = margin.detach()
     metrics = {
         "corr_loss": float(loss.detach()),

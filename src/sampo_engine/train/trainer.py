@@ -118,8 +118,6 @@ class Trainer:
             config.task = "t1"
         self.device = self.dist.device if self.dist.enabled else resolve_device(config.device)
         # distributed: ^ cuda:LOCAL_RANK (nccl) or the CPU (gloo) under torchrun
-        # distributed: rank 0 prepares --out; its result or error reaches every rank
-        self.out = distributed.on_main(prepare_out_dir, config.out, config.resume, config.overwrite)
         self.loss_config = LossConfig(
             alpha=config.alpha,
             beta=config.beta,
@@ -149,6 +147,11 @@ class Trainer:
         self.val_queries = self._make_val_queries()
         self.adapted, self.base_checkpoint, self.base_sha = self._build_model(base_model)
         self.adapted.to(self.device)
+        self.corrections = self._load_corrections()  # corrections (issue #10): None without
+        # every input is checked above: only now is --out touched, so a refused run leaves the
+        # user's folder as it was (and needs no --overwrite when retried)
+        # distributed: rank 0 prepares --out; its result or error reaches every rank
+        self.out = distributed.on_main(prepare_out_dir, config.out, config.resume, config.overwrite)
         params = self.adapted.trainable_parameters()
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         per_rank = math.ceil(len(self.train_data) / self.dist.world)  # distributed: a shard
@@ -164,7 +167,6 @@ class Trainer:
             self._load_checkpoint()
         # distributed: the DDP-wrapped policy forward (None in one process)
         self.policy = distributed.wrap_policy(self.adapted, self.loss_config)
-        self.corrections = self._load_corrections()  # corrections (issue #10): None without
 
     def _load_corrections(self):
         """corrections (issue #10): the records of ``config.corrections`` as a dataset, or None."""
