@@ -103,6 +103,7 @@ def main(argv=None) -> int:
         file=sys.stderr,
     )
 
+    torch.manual_seed(0)  # the same random weights, hence the same probability map, every run
     model = load_model(args.model, image_size=args.image_size, allow_random=True, device=device)
     config = PredictConfig(device=str(device), batch_size=args.batch_size, similarity=-1.0)
     predictor = TilePredictor(config, model=model)

@@ -292,22 +292,19 @@ def test_corrections_are_refused_under_torchrun(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- the study
 def test_learning_from_corrections_beats_the_same_steps_without(tmp_path):
     """Simulated pathologist (erase what is not the clicked class) on generated tiles: after the
-    same number of steps and seeds, the records' corrected masks are more likely than the model's
-    originals only when the records were used (full multi-seed numbers: docs/corrections.md)."""
+    same number of steps and seeds, the records' corrected masks gain log-likelihood over the
+    model's originals only when the records were used, on every seed (held-out numbers:
+    docs/corrections.md; the held-out gain the issue asks for is not shown yet)."""
     sys.path.insert(0, str(ROOT / "tools"))
     try:
         from corrections_study import StudyConfig, run_study
     finally:
         sys.path.remove(str(ROOT / "tools"))
     cfg = StudyConfig(
-        train_images=12,
-        pretrain_steps=20,
-        pretrain_batch_size=4,
-        pretrain_alpha=1.0,
-        pretrain_warmup=0,
-        record_tiles=6,
+        pretrain_steps=200,
+        record_tiles=8,
         eval_tiles=2,
-        finetune_steps=12,
+        finetune_steps=24,
         seeds=(0, 1, 2),
     )
     result = run_study(cfg, tmp_path, log=lambda *a: None)

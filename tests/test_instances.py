@@ -82,3 +82,24 @@ def test_bad_inputs():
         split_instances(np.zeros((2, 8, 8), bool))
     with pytest.raises(DataError, match="probability shape"):
         split_instances(np.zeros((8, 8), bool), probability=np.zeros((8, 9)))
+
+
+def test_band_flood_equals_one_watershed_call(monkeypatch):
+    """Flooding the components band by band gives exactly the labels of one full-image call."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    import sampo_engine.predict.instances as instances
+
+    rng = np.random.default_rng(3)
+    prob = ndi.gaussian_filter(rng.random((300, 260)), 2.0)
+    fg = prob > np.quantile(prob, 0.55)
+    components, n = ndi.label(fg)
+    surface = ndi.gaussian_filter(instances.distance_to_background(fg), 1.0)
+    peaks, _ = instances.find_peaks(surface, 3)
+    ids = np.arange(1, n + 1)
+    expected = watershed(-surface, peaks, mask=fg)
+    monkeypatch.setattr(instances, "FLOOD_BAND_ROWS", 32)  # many bands on a small map
+    np.testing.assert_array_equal(
+        instances.flood_components(-surface, peaks, components, ids), expected
+    )

@@ -195,3 +195,22 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, c
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     assert state["epoch"] == 0 and state["global_step"] == 3  # the last good epoch
     assert json.loads((out / "sampo_bundle.json").read_text())["epochs_done"] == 1
+
+
+def test_ablation_switches_reach_the_config():
+    """`--no-inter` etc. must switch the term off (argparse's BooleanOptionalAction reads any
+    `--no-…` flag as False, which once made these ablations silently train full SAMPO)."""
+    from sampo_engine._config import dataclass_from_args
+    from sampo_engine.cli import build_parser
+    from sampo_engine.train.config import TrainConfig
+
+    parser = build_parser()
+    base = ["train", "--data", "d", "--out", "o"]
+    for flags, expected in (
+        ([], (False, False, False)),
+        (["--no-inter"], (True, False, False)),
+        (["--no-intra"], (False, True, False)),
+        (["--no-sup", "--no-inter"], (True, False, True)),
+    ):
+        config = dataclass_from_args(TrainConfig, parser.parse_args(base + flags))
+        assert (config.no_inter, config.no_intra, config.no_sup) == expected, flags

@@ -32,7 +32,8 @@ def _flag(field: dataclasses.Field) -> str:
 def add_dataclass_arguments(
     parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
 ) -> None:
-    """Add one ``--option`` per field of ``cls`` (bools become ``--x / --no-x``)."""
+    """Add one ``--option`` per field of ``cls`` (bools become ``--x / --no-x``; a bool whose
+    name starts with ``no_`` becomes one ``--no-x`` switch)."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if field.name in skip or not field.metadata.get("help"):
@@ -42,7 +43,14 @@ def add_dataclass_arguments(
         )
         hint = hints[field.name]
         kwargs: dict[str, Any] = {"dest": field.name, "help": field.metadata["help"]}
-        if hint is bool:
+        if hint is bool and _flag(field).startswith("--no-"):
+            # argparse's BooleanOptionalAction reads any flag starting with --no- as "False":
+            # `--no-inter` would silently do nothing. A negative name gets a plain switch.
+            if default:
+                raise TypeError(f"{field.name}: a --no-… switch must default to False")
+            kwargs["action"] = "store_true"
+            kwargs["default"] = False
+        elif hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
             kwargs["default"] = default
         else:

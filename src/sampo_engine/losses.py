@@ -135,19 +135,43 @@ def preference_term(
     return loss.mean(), margin.detach()
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """Soft Dice loss of (N, H, W) logits against {0,1} targets, per row (N,)."""
+def dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    eps: float = 1.0,
+    region: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Soft Dice loss of (N, H, W) logits against {0,1} targets, per row (N,).
+
+    ``region`` (N, H, W) {0,1}, optional: only its pixels count (prediction and target outside
+    it are ignored).
+    """
     prob = torch.sigmoid(logits).flatten(1)
     target = target.flatten(1).to(prob.dtype)
+    if region is not None:
+        keep = region.flatten(1).to(prob.dtype)
+        prob, target = prob * keep, target * keep
     inter = (prob * target).sum(1)
     return 1 - (2 * inter + eps) / (prob.sum(1) + target.sum(1) + eps)
 
 
-def pixel_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of per-pixel-mean BCE + soft Dice: (N, H, W) logits, {0,1} targets."""
+def pixel_loss(
+    logits: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean over rows of per-pixel-mean BCE + soft Dice: (N, H, W) logits, {0,1} targets.
+
+    ``region`` (N, H, W) {0,1}, optional: the pixels the target speaks for; BCE is averaged and
+    Dice computed over them only (a row with an empty region contributes 0).
+    """
     target = target.to(logits.dtype)
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
-    return (bce + dice_loss(logits, target)).mean()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1)
+    if region is None:
+        return (bce.mean(1) + dice_loss(logits, target)).mean()
+    keep = region.flatten(1).to(bce.dtype)
+    n = keep.sum(1)
+    bce = (bce * keep).sum(1) / n.clamp(min=1)
+    dice = torch.where(n > 0, dice_loss(logits, target, region=region), torch.zeros_like(n))
+    return (bce + dice).mean()
 
 
 def supervised_term(

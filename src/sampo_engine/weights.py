@@ -89,7 +89,8 @@ def get_info(model: str) -> CheckpointInfo:
     try:
         return CHECKPOINTS[model]
     except KeyError:
-        hint = " (the tiny model is trained from scratch: use --full)" if model == "tiny" else ""
+        scratch = model in ("tiny", "small")
+        hint = f" (the {model} model is trained from scratch: use --full)" if scratch else ""
         raise ConfigError(
             f"model {model!r} has no official checkpoint{hint}; choose one of "
             f"{', '.join(CHECKPOINTS)}"

@@ -29,6 +29,7 @@ DISPLAY_NAMES = {
     "consep": "CoNSeP",
     "monuseg": "MoNuSeg",
     "synthetic": "synthetic",
+    "pooled": "pooled",
 }
 _INST_RE = re.compile(r".+_inst\.tiff?$", re.IGNORECASE)
 

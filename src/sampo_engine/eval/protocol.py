@@ -113,6 +113,11 @@ class EvalConfig:
         "(what the predictor does by default). The oracle columns are unaffected",
         choices=("iou", "clicks", "auto"),
     )
+    classical: bool = option(
+        False,
+        "also score the classical floor (hematoxylin threshold + watershed; T2 keeps the "
+        "nuclei that look like the positively clicked ones) on the same prompts",
+    )
     whole_images: bool = option(
         False,
         "also segment every test image whole with the tiled predictor from 3 + 3 clicks in one "
@@ -154,8 +159,10 @@ class EvalConfig:
             raise ConfigError("--batch-size must be ≥ 1")
         if self.workers < 0:
             raise ConfigError("--workers must be ≥ 0 (0 = choose from the CPU count)")
-        if not self.base and not self.adapters:
-            raise ConfigError("nothing to evaluate: --no-base without any --adapter")
+        if not self.base and not self.adapters and not self.classical:
+            raise ConfigError(
+                "nothing to evaluate: --no-base without any --adapter (or --classical)"
+            )
 
 
 # ------------------------------------------------------------------------------------ set-up
@@ -269,6 +276,10 @@ def _resolve_models(config: EvalConfig, log) -> tuple[list[Method], str, int, st
                 f"{model_type} (no adapter)", "base", checkpoint=str(resolved) if resolved else None
             )
         )
+    if config.classical:
+        from sampo_engine.eval.classical import NAME
+
+        methods.append(Method(NAME, "classical"))
     taken = {m.name for m in methods}
     for adapter, info, ckpt in zip(config.adapters or [], infos, per_adapter):
         stem = info.name or Path(adapter).name
@@ -829,13 +840,18 @@ def run_evaluation(
 
         t0 = time.perf_counter()
         seed_everything(config.seed)  # random weights (tiny without checkpoint) are reproducible
-        model = load_model(
-            plan.model_type,
-            m.checkpoint,
-            m.adapter,
-            plan.image_size,
-            device,
-        )
+        if m.kind == "classical":
+            from sampo_engine.eval.classical import ClassicalFloor
+
+            model = ClassicalFloor()
+        else:
+            model = load_model(
+                plan.model_type,
+                m.checkpoint,
+                m.adapter,
+                plan.image_size,
+                device,
+            )
 
         def tick(k: int, name=m.name) -> None:
             done[0] += k
@@ -845,7 +861,7 @@ def run_evaluation(
         whole = None
         try:
             records, fed = score_method(model, plan, config, device, tick, stop)
-            if config.whole_images:
+            if config.whole_images and m.kind != "classical":
                 from sampo_engine.eval.whole import score_whole_images, summarize_whole
 
                 log(f"{m.name}: whole images with the tiled predictor")

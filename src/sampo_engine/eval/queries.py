@@ -147,6 +147,20 @@ def _array_key(array: np.ndarray) -> tuple:
     return (array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
 
 
+def query_batches(prompt_sets: Sequence[Sequence[PromptSet]], batch_size: int) -> list[list[int]]:
+    """Query indices in model-call batches: grouped by their number of prompt sets K (ascending),
+    in query order within a group, ``batch_size`` at a time. Every method of an evaluation is fed
+    in this order, so the digests of what they were fed compare."""
+    groups: dict[int, list[int]] = {}
+    for i, sets in enumerate(prompt_sets):
+        groups.setdefault(len(sets), []).append(i)
+    return [
+        idx[s : s + batch_size]
+        for _, idx in sorted(groups.items())
+        for s in range(0, len(idx), batch_size)
+    ]
+
+
 def predict_queries(
     model,
     queries: Sequence[Query],
@@ -180,20 +194,16 @@ def predict_queries(
     from sampo_engine.prompts import pack
     from sampo_engine.utils.device import autocast
 
-    sam = getattr(model, "sam", model)
-    device = device or next(sam.parameters()).device
     if prompt_sets is None:
         prompt_sets = [[q.prompts] for q in queries]
     if len(prompt_sets) != len(queries):
         raise ValueError("prompt_sets needs one list of prompt sets per query")
-    groups: dict[int, list[int]] = {}
-    for i, sets in enumerate(prompt_sets):
-        groups.setdefault(len(sets), []).append(i)
-    batches = [
-        idx[s : s + batch_size]
-        for _, idx in sorted(groups.items())
-        for s in range(0, len(idx), batch_size)
-    ]
+    if hasattr(model, "predict_queries"):  # a non-SAM method (the classical floor)
+        yield from model.predict_queries(queries, prompt_sets, batch_size, progress, digest)
+        return
+    sam = getattr(model, "sam", model)
+    device = device or next(sam.parameters()).device
+    batches = query_batches(prompt_sets, batch_size)
     was_training = sam.training
     sam.eval()
     done = 0

@@ -55,6 +55,22 @@ SPECS: dict[str, SamSpec] = {
         iou_head_hidden_dim=64,
         pretrained=False,
     ),
+    # ~5.9 M parameters: the stand-in for a pretrained SAM that can be trained from scratch on a
+    # CPU in under an hour (docs/results.md); no official weights, build it with --full first.
+    "small": SamSpec(
+        "small",
+        encoder_embed_dim=256,
+        encoder_depth=6,
+        encoder_num_heads=8,
+        global_attn_indexes=(2, 5),
+        window_size=7,
+        prompt_embed_dim=128,
+        decoder_depth=2,
+        decoder_mlp_dim=1024,
+        decoder_num_heads=4,
+        iou_head_hidden_dim=128,
+        pretrained=False,
+    ),
 }
 
 MODEL_TYPES = tuple(SPECS)

@@ -3,9 +3,9 @@
 Distance-transform watershed: the distance to the background, smoothed with a small Gaussian
 (and multiplied by the foreground probability when one is given, which deepens the valleys
 between touching nuclei), has one peak per roughly convex nucleus. The peaks seed
-``skimage.segmentation.watershed`` on the negated surface, restricted to the foreground, each component on its own bounding box in a thread pool. Only
-connected components holding two or more peaks are flooded; the others are already one nucleus
-each.
+``skimage.segmentation.watershed`` on the negated surface, restricted to the foreground, in
+bands of rows flooded in a thread pool. Only connected components holding two or more peaks are
+flooded; the others are already one nucleus each.
 
 Speed (re-prompting a whole tile must feel live): the distance is the mean of the chamfer
 taxicab and chessboard distances (an octagonal approximation of the Euclidean one, ~8× faster
@@ -82,28 +82,52 @@ def find_peaks(surface: np.ndarray, min_distance: int) -> tuple[np.ndarray, int]
     return peaks.astype(np.int32, copy=False), int(n)
 
 
+#: rows per band of components flooded together (see flood_components)
+FLOOD_BAND_ROWS = 128
+
+
 def flood_components(
     elevation: np.ndarray, markers: np.ndarray, components: np.ndarray, ids: np.ndarray
 ) -> np.ndarray:
-    """Watershed of each component in ``ids`` on its own bounding box, in a thread pool.
+    """Watershed of the components in ``ids``, in bands of rows flooded in a thread pool.
 
     Equivalent to one ``watershed(elevation, markers, mask=isin(components, ids))`` call (the
-    components are disjoint), but each flood touches only its box, and scikit-image's watershed
-    releases the GIL, so the boxes flood in parallel: 2.5× faster on 2 cores on a noisy
-    2048² map. Marker ids must be unique across the image; they are kept.
+    components are disjoint, so a flood never crosses from one to another): the components are
+    grouped by the band of :data:`FLOOD_BAND_ROWS` rows their top row falls in, and each band
+    is flooded once on the bounding box of its components. scikit-image's watershed releases
+    the GIL, so the bands flood in parallel, and a few dozen calls replace the thousands a
+    per-component flood makes on a noisy map (there the per-call overhead dominated: 0.46 s
+    vs 0.94 s for a 2048² map with 1,834 components to split, 2 cores). Marker ids must be
+    unique across the image; they are kept.
     """
     out = np.zeros(components.shape, dtype=np.int32)
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size == 0:
+        return out
     boxes = ndi.find_objects(components)
+    bands: dict[int, list[int]] = {}
+    for cid in ids.tolist():
+        bands.setdefault(boxes[cid - 1][0].start // FLOOD_BAND_ROWS, []).append(cid)
+    chosen = np.zeros(len(boxes) + 1, dtype=np.int64)  # component id -> its band + 1 (0: none)
 
-    def flood(cid: int):
-        box = boxes[cid - 1]
-        inside = components[box] == cid
+    def flood(band: int):
+        cids = bands[band]
+        rows = slice(
+            min(boxes[c - 1][0].start for c in cids), max(boxes[c - 1][0].stop for c in cids)
+        )
+        cols = slice(
+            min(boxes[c - 1][1].start for c in cids), max(boxes[c - 1][1].stop for c in cids)
+        )
+        box = (rows, cols)
+        inside = chosen[components[box]] == band + 1
         seeds = np.where(inside, markers[box], 0)
         return box, inside, watershed(elevation[box], seeds, mask=inside)
 
+    for band, cids in bands.items():
+        chosen[cids] = band + 1
     workers = max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for box, inside, flooded in pool.map(flood, (int(i) for i in ids)):
+        for box, inside, flooded in pool.map(flood, sorted(bands)):
             out[box][inside] = flooded[inside]
     return out
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sampo_engine._config import option
 from sampo_engine.errors import ConfigError
-from sampo_engine.models.registry import MODEL_TYPES
+from sampo_engine.models.registry import MODEL_TYPES, SPECS
 
 TASKS = ("t1", "t2", "both")
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -22,7 +22,7 @@ class TrainConfig:
     # data
     data: str = option(
         "",
-        "folder of training images (<id>_image.png + <id>_inst.tif [+ <id>_class.tif]), or another supported dataset layout",
+        "folder of training images (<id>_image.png + <id>_inst.tif [+ <id>_class.tif]), or another supported dataset layout; several folders separated by commas are pooled",
     )
     data_format: str = option(
         "auto",
@@ -126,11 +126,13 @@ class TrainConfig:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
         if self.corrections_weight < 0:  # corrections (issue #10)
             raise ConfigError(f"--corrections-weight must be ≥ 0, got {self.corrections_weight}")
-        if self.model == "tiny" and not self.full and not self.checkpoint:
-            raise ConfigError(
-                "tiny has no pretrained weights, so LoRA on its random weights learns little: "
-                "pass --full to train every weight (or --checkpoint BASE.pth saved by a --full run)"
-            )
+        if self.model in SPECS and not SPECS[self.model].pretrained:
+            if not self.full and not self.checkpoint:
+                raise ConfigError(
+                    f"{self.model} has no pretrained weights, so LoRA on its random weights "
+                    "learns little: pass --full to train every weight (or --checkpoint BASE.pth "
+                    "saved by a --full run)"
+                )
 
     @property
     def adapter_name(self) -> str:

@@ -83,9 +83,9 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def load_training_data(config: TrainConfig) -> NucleiDataset:
-    from sampo_engine.data.detect import open_dataset
+    from sampo_engine.data.pool import open_datasets
 
-    dataset = open_dataset(config.data, format=config.data_format)
+    dataset = open_datasets(config.data, format=config.data_format)
     if len(dataset) == 0:
         raise DataError(
             f"no images found in {config.data}; see `sampo-engine train --help` for the layout"

@@ -1,0 +1,133 @@
+"""The classical floor: hematoxylin thresholding + watershed, no learning.
+
+It answers the same queries as the models, so its row in a report says what a pipeline without
+any training reaches on the same crops and clicks:
+
+- nuclei: colour deconvolution (:func:`skimage.color.rgb2hed`), the hematoxylin channel smoothed
+  (σ = 1 px) and thresholded by Otsu, holes filled, then split into instances by the same
+  distance-transform watershed the predictor uses (:func:`~sampo_engine.predict.instances.split_instances`);
+- T1: every instance found;
+- T2: each instance is kept when its colour/size features lie nearer to an instance under a
+  positive click than to one under a negative click (nearest neighbour on standardised
+  mean R, G, B, mean hematoxylin and log area); without negative clicks on nuclei, every instance.
+
+The floor ignores the intent: it reads only the crop and the clicks, as a user would give them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+NAME = "classical floor (hematoxylin + watershed)"
+_LOGIT = 8.0  # the floor's masks as logits: +8 inside, -8 outside
+
+
+def hematoxylin_instances(image: np.ndarray) -> np.ndarray:
+    """Instance labels (H, W) int32 of the dark-blue nuclei in an RGB uint8 image (H, W, 3)."""
+    from scipy import ndimage as ndi
+    from skimage.color import rgb2hed
+    from skimage.filters import threshold_otsu
+
+    from sampo_engine.predict.instances import split_instances
+
+    hematoxylin = ndi.gaussian_filter(rgb2hed(image)[..., 0], 1.0)
+    if float(hematoxylin.max()) - float(hematoxylin.min()) < 1e-6:
+        return np.zeros(image.shape[:2], np.int32)
+    mask = ndi.binary_fill_holes(hematoxylin > threshold_otsu(hematoxylin))
+    return split_instances(mask)
+
+
+def _features(image: np.ndarray, inst: np.ndarray) -> np.ndarray:
+    """(N, 5) standardised features of instances 1..N: mean R, G, B, hematoxylin, log area."""
+    from scipy import ndimage as ndi
+    from skimage.color import rgb2hed
+
+    n = int(inst.max())
+    ids = np.arange(1, n + 1)
+    channels = [image[..., c].astype(np.float32) for c in range(3)]
+    channels.append(rgb2hed(image)[..., 0].astype(np.float32))
+    feats = [np.asarray(ndi.mean(ch, inst, ids)) for ch in channels]
+    feats.append(np.log1p(np.bincount(inst.ravel(), minlength=n + 1)[1:]))
+    x = np.stack(feats, axis=1)
+    return (x - x.mean(0)) / (x.std(0) + 1e-6)
+
+
+def clicked_selection(image: np.ndarray, inst: np.ndarray, points, labels) -> np.ndarray:
+    """Mask (H, W) bool of the instances chosen by the clicks (see the module docstring).
+
+    Args:
+        image: (H, W, 3) uint8.
+        inst: (H, W) int32 instance labels 1..N.
+        points: (P, 2) click positions as (x, y) pixels.
+        labels: (P,) 1 = positive, 0 = negative (other values are padding and ignored).
+    """
+    n = int(inst.max())
+    if n == 0:
+        return np.zeros(inst.shape, bool)
+    h, w = inst.shape
+    hit = {1: set(), 0: set()}
+    for (x, y), lab in zip(np.asarray(points), np.asarray(labels)):
+        if int(lab) in hit:
+            r, c = min(max(int(y), 0), h - 1), min(max(int(x), 0), w - 1)
+            if inst[r, c]:
+                hit[int(lab)].add(int(inst[r, c]))
+    pos, neg = sorted(hit[1] - hit[0]), sorted(hit[0])
+    if not neg or not pos:
+        return inst > 0
+    x = _features(image, inst)
+    d_pos = np.linalg.norm(x[:, None] - x[np.array(pos) - 1][None], axis=2).min(1)
+    d_neg = np.linalg.norm(x[:, None] - x[np.array(neg) - 1][None], axis=2).min(1)
+    keep = np.concatenate([[False], d_pos <= d_neg])
+    keep[neg] = False
+    return keep[inst]
+
+
+class ClassicalFloor:
+    """Stands in for a model in :func:`~sampo_engine.eval.queries.predict_queries`."""
+
+    name = NAME
+
+    def predict_queries(
+        self,
+        queries: Sequence,
+        prompt_sets: Sequence[Sequence],
+        batch_size: int = 8,
+        progress: Callable[[int, int], None] | None = None,
+        digest=None,
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield (query index, logits (K, 3, S, S), iou_pred (K, 3)) as the models do.
+
+        The three slots hold the same mask; the nuclei of a crop are found once for all its
+        queries. Queries go in the models' batches and order, so ``digest`` sees the same
+        packed prompts as a model's would.
+        """
+        from collections import OrderedDict
+
+        from sampo_engine.eval.queries import query_batches
+        from sampo_engine.prompts import pack
+
+        cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        done = 0
+        for batch in query_batches(prompt_sets, batch_size):
+            packed = [pack(list(prompt_sets[i])) for i in batch]  # (K, P, 2), (K, P) each
+            if digest is not None:
+                digest.update(np.stack([p for p, _ in packed]).tobytes())
+                digest.update(np.stack([lab for _, lab in packed]).tobytes())
+            for i, (points, labels) in zip(batch, packed):
+                q = queries[i]
+                if q.name not in cache:
+                    cache[q.name] = hematoxylin_instances(q.image)
+                    if len(cache) > 64:
+                        cache.popitem(last=False)
+                inst = cache[q.name]
+                k = len(points)
+                logits = np.empty((k, 3, *inst.shape), np.float32)
+                for j in range(k):
+                    mask = clicked_selection(q.image, inst, points[j], labels[j])
+                    logits[j] = np.where(mask, _LOGIT, -_LOGIT)[None]
+                yield i, logits, np.ones((k, 3), np.float32)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(queries))
