@@ -1,0 +1,79 @@
+"""tools/real_data_study.py end to end on generated data: split, pretrain, fine-tune, evaluate and
+report, as the study is run (tiny schedules; the real study's numbers are in docs/results.md)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from sampo_engine.data.folder import write_folder
+from sampo_engine.data.synthetic import make_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def study(monkeypatch):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import real_data_study
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    # two small datasets: one with classes (T1 + T2), one with outlines only (T1)
+    monkeypatch.setattr(real_data_study, "DATASETS", {"typed": ("t1+t2", 1), "plain": ("t1", 1)})
+    return real_data_study
+
+
+def test_study_runs_end_to_end_and_writes_the_report(study, tmp_path):
+    shared = tmp_path / "shared"
+    write_folder(make_synthetic_dataset(3, 224, seed=0), shared / "typed")
+    write_folder(make_synthetic_dataset(3, 224, seed=1), shared / "plain")
+    for path in (shared / "plain").glob("*_class.tif"):
+        path.unlink()
+    meta = json.loads((shared / "plain" / "meta.json").read_text())
+    (shared / "plain" / "meta.json").write_text(json.dumps(dict(meta, classes=None)))
+    out, docs = tmp_path / "study", tmp_path / "docs"
+    (docs).mkdir()
+    (docs / "results_discussion.md").write_text("## What the numbers say\n\nhand-written\n")
+    args = ["--shared", str(shared), "--out", str(out), "--docs", str(docs)]
+    args += ["--pretrain-epochs", "1", "--finetune-epochs", "1", "--finetune-steps", "2"]
+    args += ["--seeds", "0", "1", "--variants", "sampo", "lsup"]
+    study.main(["all", *args])
+
+    split = json.loads((out / "split.json").read_text())
+    for name in ("typed", "plain"):
+        test = split["datasets"][name]["test"]
+        assert len(test) == 1 and split["datasets"][name]["n_train"] == 2
+        # held-out images are whole images absent from the training folder
+        assert not list((out / "data" / "train" / name).glob(f"{test[0]}_*"))
+    base = json.loads((out / "base" / "sampo_bundle.json").read_text())
+    assert base["kind"] == "full" and base["complete"] and base["task"] == "t1"
+    for run in ("sampo_s0", "sampo_s1", "lsup_s0", "lsup_s1"):
+        bundle = json.loads((out / "adapters" / run / "sampo_bundle.json").read_text())
+        assert bundle["complete"] and bundle["kind"] == "lora"
+    assert (
+        json.loads((out / "adapters" / "lsup_s0" / "sampo_bundle.json").read_text())["config"][
+            "alpha"
+        ]
+        == 0
+    )
+    metrics = json.loads((out / "eval" / "typed" / "metrics.json").read_text())
+    names = {m["name"] for m in metrics["methods"]}
+    assert {"small (no adapter)", "sampo_s0", "lsup_s1"} <= names
+    assert any(m["kind"] == "classical" for m in metrics["methods"])
+    assert (out / "eval_clicks" / "typed" / "metrics.json").is_file()
+    assert not (out / "eval_clicks" / "plain").exists()  # no classes: no T2 run
+
+    text = (docs / "results.md").read_text()
+    assert "## Answer" in text and "SAMPO − L_sup-only per seed" in text
+    assert "## T2 — all nuclei of the clicked class" in text and "hand-written" in text
+    for image in ("results_dice.png", "results_sensitivity.png"):
+        assert (docs / "images" / image).stat().st_size > 5000
+    timings = json.loads((out / "timings.json").read_text())
+    assert {"pretrain", "finetune/sampo_s0", "eval/typed", "eval_clicks/typed"} <= set(timings)
+
+    # a second call finds everything done and only rewrites the report
+    before = (out / "adapters" / "sampo_s0" / "sampo_bundle.json").stat().st_mtime_ns
+    study.main(["all", *args])
+    assert (out / "adapters" / "sampo_s0" / "sampo_bundle.json").stat().st_mtime_ns == before
