@@ -89,7 +89,9 @@ def get_info(model: str) -> CheckpointInfo:
     try:
         return CHECKPOINTS[model]
     except KeyError:
-        scratch = model in ("tiny", "small")
+        from sampo_engine.models.registry import SPECS
+
+        scratch = model in SPECS and not SPECS[model].pretrained
         hint = f" (the {model} model is trained from scratch: use --full)" if scratch else ""
         raise ConfigError(
             f"model {model!r} has no official checkpoint{hint}; choose one of "

@@ -24,37 +24,53 @@ NAME = "classical floor (hematoxylin + watershed)"
 _LOGIT = 8.0  # the floor's masks as logits: +8 inside, -8 outside
 
 
-def hematoxylin_instances(image: np.ndarray) -> np.ndarray:
-    """Instance labels (H, W) int32 of the dark-blue nuclei in an RGB uint8 image (H, W, 3)."""
-    from scipy import ndimage as ndi
+def _hematoxylin(image: np.ndarray) -> np.ndarray:
+    """(H, W) hematoxylin channel of an RGB uint8 image, by colour deconvolution."""
     from skimage.color import rgb2hed
+
+    return rgb2hed(image)[..., 0]
+
+
+def hematoxylin_instances(image: np.ndarray, hematoxylin: np.ndarray | None = None) -> np.ndarray:
+    """Instance labels (H, W) int32 of the dark-blue nuclei in an RGB uint8 image (H, W, 3).
+
+    ``hematoxylin``: the image's hematoxylin channel (H, W), if already computed.
+    """
+    from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
 
     from sampo_engine.predict.instances import split_instances
 
-    hematoxylin = ndi.gaussian_filter(rgb2hed(image)[..., 0], 1.0)
+    if hematoxylin is None:
+        hematoxylin = _hematoxylin(image)
+    hematoxylin = ndi.gaussian_filter(hematoxylin, 1.0)
     if float(hematoxylin.max()) - float(hematoxylin.min()) < 1e-6:
         return np.zeros(image.shape[:2], np.int32)
     mask = ndi.binary_fill_holes(hematoxylin > threshold_otsu(hematoxylin))
     return split_instances(mask)
 
 
-def _features(image: np.ndarray, inst: np.ndarray) -> np.ndarray:
+def instance_features(
+    image: np.ndarray, inst: np.ndarray, hematoxylin: np.ndarray | None = None
+) -> np.ndarray:
     """(N, 5) standardised features of instances 1..N: mean R, G, B, hematoxylin, log area."""
     from scipy import ndimage as ndi
-    from skimage.color import rgb2hed
 
+    if hematoxylin is None:
+        hematoxylin = _hematoxylin(image)
     n = int(inst.max())
     ids = np.arange(1, n + 1)
     channels = [image[..., c].astype(np.float32) for c in range(3)]
-    channels.append(rgb2hed(image)[..., 0].astype(np.float32))
+    channels.append(hematoxylin.astype(np.float32))
     feats = [np.asarray(ndi.mean(ch, inst, ids)) for ch in channels]
     feats.append(np.log1p(np.bincount(inst.ravel(), minlength=n + 1)[1:]))
     x = np.stack(feats, axis=1)
     return (x - x.mean(0)) / (x.std(0) + 1e-6)
 
 
-def clicked_selection(image: np.ndarray, inst: np.ndarray, points, labels) -> np.ndarray:
+def clicked_selection(
+    image: np.ndarray, inst: np.ndarray, points, labels, features: np.ndarray | None = None
+) -> np.ndarray:
     """Mask (H, W) bool of the instances chosen by the clicks (see the module docstring).
 
     Args:
@@ -62,6 +78,8 @@ def clicked_selection(image: np.ndarray, inst: np.ndarray, points, labels) -> np
         inst: (H, W) int32 instance labels 1..N.
         points: (P, 2) click positions as (x, y) pixels.
         labels: (P,) 1 = positive, 0 = negative (other values are padding and ignored).
+        features: :func:`instance_features` of ``inst``, if already computed (they do not
+            depend on the clicks, so one crop's prompt sets share them).
     """
     n = int(inst.max())
     if n == 0:
@@ -76,7 +94,7 @@ def clicked_selection(image: np.ndarray, inst: np.ndarray, points, labels) -> np
     pos, neg = sorted(hit[1] - hit[0]), sorted(hit[0])
     if not neg or not pos:
         return inst > 0
-    x = _features(image, inst)
+    x = instance_features(image, inst) if features is None else features
     d_pos = np.linalg.norm(x[:, None] - x[np.array(pos) - 1][None], axis=2).min(1)
     d_neg = np.linalg.norm(x[:, None] - x[np.array(neg) - 1][None], axis=2).min(1)
     keep = np.concatenate([[False], d_pos <= d_neg])
@@ -108,7 +126,7 @@ class ClassicalFloor:
         from sampo_engine.eval.queries import query_batches
         from sampo_engine.prompts import pack
 
-        cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         done = 0
         for batch in query_batches(prompt_sets, batch_size):
             packed = [pack(list(prompt_sets[i])) for i in batch]  # (K, P, 2), (K, P) each
@@ -117,15 +135,17 @@ class ClassicalFloor:
                 digest.update(np.stack([lab for _, lab in packed]).tobytes())
             for i, (points, labels) in zip(batch, packed):
                 q = queries[i]
-                if q.name not in cache:
-                    cache[q.name] = hematoxylin_instances(q.image)
+                if q.name not in cache:  # per crop, once: its nuclei and their features
+                    hematoxylin = _hematoxylin(q.image)
+                    inst = hematoxylin_instances(q.image, hematoxylin)
+                    cache[q.name] = (inst, instance_features(q.image, inst, hematoxylin))
                     if len(cache) > 64:
                         cache.popitem(last=False)
-                inst = cache[q.name]
+                inst, features = cache[q.name]
                 k = len(points)
                 logits = np.empty((k, 3, *inst.shape), np.float32)
                 for j in range(k):
-                    mask = clicked_selection(q.image, inst, points[j], labels[j])
+                    mask = clicked_selection(q.image, inst, points[j], labels[j], features)
                     logits[j] = np.where(mask, _LOGIT, -_LOGIT)[None]
                 yield i, logits, np.ones((k, 3), np.float32)
             done += len(batch)

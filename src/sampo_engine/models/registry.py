@@ -55,7 +55,7 @@ SPECS: dict[str, SamSpec] = {
         iou_head_hidden_dim=64,
         pretrained=False,
     ),
-    # ~5.9 M parameters: the stand-in for a pretrained SAM that can be trained from scratch on a
+    # ~6.2 M parameters: the stand-in for a pretrained SAM that can be trained from scratch on a
     # CPU in under an hour (docs/results.md); no official weights, build it with --full first.
     "small": SamSpec(
         "small",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from sampo_engine.corrections import CorrectionRecord
 from sampo_engine.losses import dpo_loss, mask_iou, mask_loglik
@@ -102,8 +103,6 @@ def reviewed_pixel_loss(
     pixels the user erased (M_o minus M_c) each carry half of a record's weight, so a record that
     erases much and keeps little does not teach "predict less" but "this, not that".
     """
-    import torch.nn.functional as F
-
     reviewed = (original | corrected).flatten(1).float()
     target = corrected.flatten(1).float()
     keep, drop = target * reviewed, (1 - target) * reviewed
