@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 
-def _maps(data: str, per_folder: int, rng):
+def _maps(data: str, per_folder: int):
     """Yield (name, ground-truth instances (H, W) int32)."""
     if data and os.path.isdir(data):
         import tifffile
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     scores = {"ascent": [], "skimage": []}
     seconds = {"ascent": 0.0, "skimage": 0.0}
     identical = total = 0
-    for name, truth in _maps(args.data, args.per_folder, rng):
+    for _name, truth in _maps(args.data, args.per_folder):
         fg = (truth > 0).astype(np.float32)
         for noise in (0.0, args.noise):
             prob = ndi.gaussian_filter(fg, 1.5)

@@ -257,9 +257,7 @@ def flood_to_markers(
         rr, cc = r[:, None] + dr, c[:, None] + dc
         valid = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
         near = np.where(valid, rr * w + cc, bumps[:, None])
-        values = np.where(
-            piece[near] == piece[bumps][:, None], elevation.ravel()[near], -np.inf
-        )
+        values = np.where(piece[near] == piece[bumps][:, None], elevation.ravel()[near], -np.inf)
         best = np.argmax(values, axis=1)
         higher = values[np.arange(bumps.size), best] > elevation.ravel()[bumps]
         parent[bumps[higher]] = near[np.arange(bumps.size), best][higher]
