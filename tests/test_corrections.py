@@ -171,6 +171,54 @@ def test_dpo_on_hand_made_tensors_prefers_the_corrected_mask():
     assert (logits.detach()[:4] <= ref[:4]).all()
 
 
+def test_reviewed_loglik_counts_only_the_reviewed_region():
+    """ℓ over R: pixels outside R do not count; over the whole crop it is the crop mean; the
+    pair's margin is |crop| / |R| times the crop-wide one (which never saturated)."""
+    from sampo_engine.train.corrections_loss import reviewed_loglik
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 16, 16)
+    masks = torch.rand(2, 16, 16) > 0.5
+    everything = torch.ones(2, 16, 16, dtype=torch.bool)
+    torch.testing.assert_close(
+        reviewed_loglik(logits, masks, everything), mask_loglik(logits, masks)
+    )
+    region = torch.zeros(2, 16, 16, dtype=torch.bool)
+    region[:, 4:8, 4:8] = True
+    changed = logits.clone()
+    changed[~region] = 100.0  # outside R: irrelevant
+    torch.testing.assert_close(
+        reviewed_loglik(changed, masks, region), reviewed_loglik(logits, masks, region)
+    )
+    original = masks | region
+    corrected = masks & ~region  # erased inside R
+    reviewed = original | corrected
+    gap_r = reviewed_loglik(logits, corrected, reviewed) - reviewed_loglik(
+        logits, original, reviewed
+    )
+    gap_crop = mask_loglik(logits, corrected) - mask_loglik(logits, original)
+    torch.testing.assert_close(gap_r, gap_crop * 256 / reviewed.flatten(1).sum(1))
+    assert torch.equal(reviewed_loglik(logits, masks, torch.zeros_like(region)), torch.zeros(2))
+
+
+def test_simulated_pathologist_deletes_objects_that_are_not_nuclei():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from corrections_study import correct
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    target = np.zeros((20, 20), bool)
+    target[2:8, 2:8] = True  # a nucleus
+    original = np.zeros((20, 20), bool)
+    original[1:8, 1:9] = True  # found, outline a bit too big: kept as drawn
+    original[12:16, 12:16] = True  # pigment: deleted
+    original[7:9, 9:14] = True  # joins the first object: counts with it
+    fixed = correct(original, target, "debris")
+    assert fixed[1:8, 1:9].all() and fixed[7:9, 9:14].all() and not fixed[12:16, 12:16].any()
+    np.testing.assert_array_equal(correct(original, target, "t2-class"), original & target)
+    assert not correct(np.zeros((5, 5), bool), np.zeros((5, 5), bool), "debris").any()
+
+
 def test_corrections_term_learns_the_records():
     from sampo_engine.models.build import build_sam
     from sampo_engine.models.lora import full_finetune
@@ -290,31 +338,31 @@ def test_corrections_are_refused_under_torchrun(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- the study
-def test_learning_from_corrections_beats_the_same_steps_without(tmp_path):
-    """Simulated pathologist (erase what is not the clicked class) on generated tiles: after the
-    same number of steps and seeds, the records' corrected masks gain log-likelihood over the
-    model's originals only when the records were used, on every seed (held-out numbers:
-    docs/corrections.md; the held-out gain the issue asks for is not shown yet)."""
+def test_learning_from_corrections_beats_the_same_steps_without(tmp_path, capsys):
+    """Issue #10, done when: a simulated pathologist corrects a tiny model's output on their own
+    generated tiles — deletes the false nuclei it finds on pigment deposits that the annotated
+    tiles lack — and fine-tuning with those records beats the same steps on the same annotated
+    data without them, on HELD-OUT tiles of the user's kind, on every seed (0, 1, 2): the share
+    of pigment called nucleus at least halves, fewer wrong pixels, Dice never lower and higher
+    on the mean; the records' corrected masks gain likelihood over the originals. The study's
+    own defaults (``tools/corrections_study.py``; ~2 min on 2 cores); the table is printed and
+    docs/corrections.md holds the runs."""
     sys.path.insert(0, str(ROOT / "tools"))
     try:
-        from corrections_study import StudyConfig, run_study
+        from corrections_study import StudyConfig, run_study, summary_table
     finally:
         sys.path.remove(str(ROOT / "tools"))
-    cfg = StudyConfig(
-        pretrain_steps=200,
-        record_tiles=8,
-        eval_tiles=2,
-        finetune_steps=24,
-        seeds=(0, 1, 2),
-    )
-    result = run_study(cfg, tmp_path, log=lambda *a: None)
-    assert result["records"] >= 5
-    gaps = {
-        arm: np.mean([row[arm]["record_ll_gap"] for row in result["runs"]])
-        for arm in ("online", "corrections")
-    }
-    assert gaps["corrections"] > gaps["online"] + 0.1, gaps
-    assert all(
-        row["corrections"]["record_ll_gap"] > row["online"]["record_ll_gap"]
-        for row in result["runs"]
-    )
+    result = run_study(StudyConfig(seeds=(0, 1, 2)), tmp_path, log=lambda *a: None)
+    with capsys.disabled():
+        print(f"\n{result['records']} records, {result['eval_queries']} held-out queries")
+        print(summary_table(result))
+    assert result["records"] >= 30
+    for row in result["runs"]:
+        online, corrections = row["online"], row["corrections"]
+        # the corrected behaviour: pigment called nucleus, at least halved on every seed
+        assert corrections["debris_predicted"] < 0.5 * online["debris_predicted"], row
+        assert corrections["wrong_share"] < online["wrong_share"], row
+        assert corrections["dice"] > online["dice"] - 0.005, row  # no seed segments worse
+        assert corrections["record_ll_gap"] > online["record_ll_gap"], row
+    gain = np.mean([r["corrections"]["dice"] - r["online"]["dice"] for r in result["runs"]])
+    assert gain > 0.005, gain  # and Dice is higher on the mean (+1.5 to +3.4 points measured)

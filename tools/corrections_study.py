@@ -1,15 +1,24 @@
 """Does learning from a pathologist's corrections help? A controlled study on generated tiles.
 
-1. Pre-train the tiny SAM (``--full``) on generated tiles (task both) -> base weights. It
-   segments nuclei after ~150 steps of batch 8 but hardly tells the classes apart.
-2. "The pathologist" runs the base model with T2 prompts on other generated tiles and erases
-   every predicted pixel that is not a nucleus of the clicked class:
-   corrected = original ∩ target class. Each edited tile becomes a correction record.
-3. Per seed, fine-tune the base for the same number of steps on the same online data, with and
-   without the records (``corrections``), same seed.
-4. On held-out generated tiles (T2 evaluation prompts, IoU-head slot): the share of predicted
-   pixels on nuclei of another class or on background ("wrong"), T2 Dice; on the training
-   records: ℓ(M_c|c) − ℓ(M_o|c) of the shown slot.
+1. Pre-train the tiny SAM (``--full``) on annotated generated tiles (``--task``, default T1:
+   outlines, no classes) -> base weights. It segments nuclei after ~150 steps of batch 8.
+2. "The pathologist" runs the base on other generated tiles — their own images — and corrects
+   its output. Two scenarios (``--scenario``):
+
+   - ``debris`` (default): the user's tiles hold pigment deposits (dark brown granular clumps,
+     ``make_synthetic_sample(debris=...)``) that the annotated tiles lack; with T1 prompts the
+     base marks some of them as nuclei, and the user deletes every predicted object that lies
+     mostly off the nuclei (the plugin's "delete label"): corrected = original minus those
+     objects.
+   - ``t2-class``: with T2 prompts, the user erases every predicted pixel that is not a nucleus
+     of the clicked class: corrected = original ∩ target class.
+
+   Each edited tile becomes a correction record.
+3. Per seed, fine-tune the base for the same number of steps on the same annotated (online)
+   data, with and without the records (``corrections``), same seed.
+4. On held-out tiles of the user's kind (same scenario, evaluation prompts, IoU-head slot): the
+   share of predicted pixels off the target ("wrong"), the share of the target missed, Dice; on
+   the training records: ℓ(M_c|c) − ℓ(M_o|c) of the shown slot.
 
     python tools/corrections_study.py --seeds 0 1 2 --out runs/corrections_study
 
@@ -34,20 +43,30 @@ import torch
 class StudyConfig:
     image_size: int = 112
     train_images: int = 24
-    pretrain_steps: int = 300
+    pretrain_steps: int = 600
     pretrain_batch_size: int = 8
     pretrain_lr: float = 2e-3
     pretrain_warmup: int = 20
     pretrain_alpha: float = 0.5
     task: str = "t1"  # what the annotated (online) data teaches: "t1" = outlines, no classes
-    record_tiles: int = 24
-    eval_tiles: int = 12
-    finetune_steps: int = 40
+    record_tiles: int = 48
+    eval_tiles: int = 36
+    finetune_steps: int = 80
     batch_size: int = 4
     lr: float = 1e-3
     beta: float = 2.0
     corrections_weight: float = 1.0
     seeds: tuple[int, ...] = (0, 1, 2)
+    scenario: str = "debris"  # what the user corrects: "debris" (T1) or "t2-class"
+    debris: float = 3.0  # pigment deposits per 10,000 px² on the user's tiles ("debris")
+
+    @property
+    def query_task(self) -> str:
+        """The task of the user's prompts (records and held-out evaluation)."""
+        return "t1" if self.scenario == "debris" else "t2"
+
+
+SCENARIOS = ("debris", "t2-class")
 
 
 def _train(
@@ -87,12 +106,46 @@ def _train(
     return trainer
 
 
-def _queries(cfg: StudyConfig, seed: int, n: int, name: str):
+def _queries(cfg: StudyConfig, seed: int, n: int):
+    """Evaluation-protocol queries on ``n`` generated tiles of the user's kind, each with its
+    crop's (S, S) bool pigment mask in ``q.extra["debris"]`` (None without pigment)."""
+    from sampo_engine.data.crops import pad_to
     from sampo_engine.data.synthetic import make_synthetic_dataset
     from sampo_engine.eval.queries import make_queries
 
-    data = make_synthetic_dataset(n, cfg.image_size, seed=seed)
-    return make_queries(data, None, cfg.image_size, "t2", seed=seed)
+    debris = cfg.debris if cfg.scenario == "debris" else 0.0
+    data = make_synthetic_dataset(n, cfg.image_size, seed=seed, debris=debris)
+    queries = make_queries(data, None, cfg.image_size, cfg.query_task, seed=seed)
+    pigment = {}
+    for i in range(len(data)):
+        sample = pad_to(data[i], cfg.image_size)
+        pigment[sample.name] = sample.debris
+    size = cfg.image_size
+    for q in queries:
+        (top, left), mask = q.origin, pigment.get(q.sample_name)
+        q.extra["debris"] = None if mask is None else mask[top : top + size, left : left + size]
+    return queries
+
+
+def correct(original: np.ndarray, target: np.ndarray, scenario: str) -> np.ndarray:
+    """The simulated pathologist's correction of one (S, S) bool output.
+
+    ``debris``: delete every predicted object (connected component) of which less than half
+    lies on the target nuclei — whole false nuclei go, the outlines of true ones stay as the
+    model drew them. ``t2-class``: erase every pixel off the clicked class (original ∩ target).
+    """
+    if scenario == "t2-class":
+        return original & target
+    from scipy import ndimage as ndi
+
+    objects, n = ndi.label(original)
+    if n == 0:
+        return original.copy()
+    area = np.bincount(objects.ravel(), minlength=n + 1)
+    on_target = np.bincount(objects.ravel(), weights=target.ravel(), minlength=n + 1)
+    false = on_target < 0.5 * area
+    false[0] = False
+    return original & ~false[objects]
 
 
 @torch.no_grad()
@@ -116,15 +169,17 @@ def _shown_masks(adapted, queries, batch: int = 16) -> list[np.ndarray]:
     return masks
 
 
-def make_records(adapted, queries, model_name: str = "tiny base"):
-    """The simulated pathologist: erase what is not a nucleus of the clicked class."""
+def make_records(adapted, queries, scenario: str, model_name: str = "tiny base"):
+    """The simulated pathologist corrects the model's output on each query (:func:`correct`);
+    queries needing (almost) no correction give no record."""
     from sampo_engine.corrections import CorrectionRecord
 
     records = []
     for q, original in zip(queries, _shown_masks(adapted, queries), strict=True):
-        corrected = original & q.target
+        corrected = correct(original, q.target, scenario)
         if (corrected != original).sum() < 10:
             continue  # nothing (much) to correct
+        task = "t1" if scenario == "debris" else "t2"
         records.append(
             CorrectionRecord(
                 image=q.image,
@@ -132,8 +187,8 @@ def make_records(adapted, queries, model_name: str = "tiny base"):
                 labels=q.prompts.labels,
                 original=original,
                 corrected=corrected,
-                task="t2",
-                class_id=q.intent.class_id,
+                task=task,
+                class_id=q.intent.class_id if task == "t2" else 0,
                 model={"model": model_name},
                 image_name=q.name,
             )
@@ -142,12 +197,19 @@ def make_records(adapted, queries, model_name: str = "tiny base"):
 
 
 def evaluate(adapted, queries) -> dict[str, float]:
-    """Held-out T2 scores of the shown slot: wrong share (1 − precision), missed share
-    (1 − recall), Dice and the predicted fraction of the tile; means over queries."""
+    """Held-out scores of the shown slot against each query's target (T1: all nuclei; T2: the
+    clicked class): wrong share (1 − precision), missed share (1 − recall), Dice and the
+    predicted fraction of the tile (means over queries), and the share of all pigment pixels
+    predicted as nucleus (``debris`` scenario; NaN without pigment)."""
     wrong, missed, dice, share = [], [], [], []
+    on_debris, debris_px = 0.0, 0.0
     for q, pred in zip(queries, _shown_masks(adapted, queries), strict=True):
         target = q.target
         share.append(float(pred.mean()))
+        pigment = q.extra.get("debris")
+        if pigment is not None:
+            on_debris += float((pred & pigment).sum())
+            debris_px += float(pigment.sum())
         inter = float((pred & target).sum())
         wrong.append(1.0 - inter / max(1.0, float(pred.sum())))
         missed.append(1.0 - inter / max(1.0, float(target.sum())))
@@ -155,8 +217,10 @@ def evaluate(adapted, queries) -> dict[str, float]:
     return {
         "wrong_share": float(np.mean(wrong)),
         "missed_share": float(np.mean(missed)),
-        "t2_dice": float(np.mean(dice)),
+        "dice": float(np.mean(dice)),
         "predicted_share": float(np.mean(share)),
+        # the corrected behaviour itself: the share of pigment pixels predicted as nuclei
+        "debris_predicted": on_debris / debris_px if debris_px else float("nan"),
     }
 
 
@@ -180,9 +244,11 @@ def run_study(cfg: StudyConfig, out: Path, log=print) -> dict:
         alpha=cfg.pretrain_alpha,
     )
     base_path = out / "base" / "base.pth"
-    record_queries = _queries(cfg, 200, cfg.record_tiles, "records")
-    eval_queries = _queries(cfg, 300, cfg.eval_tiles, "held-out")
-    records = make_records(base.adapted, record_queries)
+    if cfg.scenario not in SCENARIOS:
+        raise SystemExit(f"unknown scenario {cfg.scenario!r}; choose one of {SCENARIOS}")
+    record_queries = _queries(cfg, 200, cfg.record_tiles)
+    eval_queries = _queries(cfg, 300, cfg.eval_tiles)
+    records = make_records(base.adapted, record_queries, cfg.scenario)
     if not records:
         raise SystemExit("the base model's outputs needed no correction: nothing to study")
     store = CorrectionStore(out / "corrections")
@@ -192,7 +258,8 @@ def run_study(cfg: StudyConfig, out: Path, log=print) -> dict:
         store.add(r)
     log(
         f"base: {cfg.pretrain_steps} steps; {len(records)} correction records from "
-        f"{len(record_queries)} T2 queries; {len(eval_queries)} held-out T2 queries"
+        f"{len(record_queries)} {cfg.query_task.upper()} queries ({cfg.scenario}); "
+        f"{len(eval_queries)} held-out queries"
     )
     result = {
         "config": {k: v for k, v in cfg.__dict__.items()},
@@ -238,17 +305,25 @@ def run_study(cfg: StudyConfig, out: Path, log=print) -> dict:
 
 
 def summary_table(result: dict) -> str:
-    keys = ("predicted_share", "wrong_share", "missed_share", "t2_dice", "record_ll_gap")
-    lines = [
-        "| seed | arm | predicted share | wrong share ↓ | missed share ↓ | T2 Dice ↑ "
-        "| ℓ(M_c) − ℓ(M_o) on records ↑ |",
-        "|---|---|---|---|---|---|---|",
+    """A Markdown table: base, then each seed's two arms, then the means over seeds."""
+    debris = result["config"].get("scenario", "t2-class") == "debris"
+    task = "T1" if debris else "T2"
+    columns = [
+        ("predicted_share", "predicted share"),
+        ("wrong_share", "wrong share ↓"),
+        ("missed_share", "missed share ↓"),
+        ("dice", f"{task} Dice ↑"),
     ]
+    if debris:
+        columns.append(("debris_predicted", "pigment predicted ↓"))
+    head = [label for _, label in columns] + ["ℓ(M_c) − ℓ(M_o) on records ↑"]
+    lines = [
+        "| seed | arm | " + " | ".join(head) + " |",
+        "|---|---|" + "---|" * len(head),
+    ]
+    keys = [k for k, _ in columns] + ["record_ll_gap"]
     b = result["base"]
-    lines.append(
-        f"| – | base | {b['predicted_share']:.3f} | {b['wrong_share']:.3f} "
-        f"| {b['missed_share']:.3f} | {b['t2_dice']:.3f} | |"
-    )
+    lines.append("| – | base | " + " | ".join(f"{b[k]:.3f}" for k, _ in columns) + " | |")
     for row in result["runs"]:
         for arm in ("online", "corrections"):
             v = row[arm]
@@ -257,7 +332,7 @@ def summary_table(result: dict) -> str:
             )
     for arm in ("online", "corrections"):
         means = [np.mean([row[arm][k] for row in result["runs"]]) for k in keys]
-        lines.append(f"| mean | {arm} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+        lines.append(f"| **mean** | {arm} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
     return "\n".join(lines)
 
 
@@ -286,6 +361,16 @@ def main(argv=None) -> int:
         help="task of the annotated data (base and online training); t1 = no classes",
     )
     parser.add_argument("--corrections-weight", type=float, default=defaults.corrections_weight)
+    parser.add_argument(
+        "--scenario",
+        default=defaults.scenario,
+        choices=SCENARIOS,
+        help="what the user corrects: debris = deletes false nuclei (pigment) in T1; "
+        "t2-class = erases nuclei of other classes in T2",
+    )
+    parser.add_argument(
+        "--debris", type=float, default=defaults.debris, help="pigment deposits per 10,000 px²"
+    )
     args = parser.parse_args(argv)
     cfg = StudyConfig(
         **{

@@ -299,7 +299,7 @@ class CorrectionStore:
                     corrected_instances=z["corrected_instances"],
                     task=meta.get("task", "t1"),
                     class_name=meta.get("class_name", ""),
-                    class_id=int(meta.get("class_id", 0)),
+                    class_id=int(meta.get("class_id") or 0),
                     model=meta.get("model", {}),
                     origin=tuple(meta.get("origin", (0, 0))),
                     image_name=meta.get("image_name", ""),

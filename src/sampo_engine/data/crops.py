@@ -40,6 +40,7 @@ def pad_to(sample: NucleiSample, size: int) -> NucleiSample:
         None if sample.cls is None else np.pad(sample.cls, pads),
         sample.name,
         sample.tissue,
+        None if sample.debris is None else np.pad(sample.debris, pads),
     )
 
 
@@ -51,6 +52,7 @@ def crop_sample(sample: NucleiSample, top: int, left: int, size: int) -> NucleiS
         None if sample.cls is None else sample.cls[sl],
         f"{sample.name}@{top},{left}",
         sample.tissue,
+        None if sample.debris is None else sample.debris[sl],
     )
 
 

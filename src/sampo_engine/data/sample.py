@@ -19,6 +19,8 @@ class NucleiSample:
             classes. Every instance carries exactly one class.
         name: an identifier unique within its dataset (file stem, ``fold2/000123`` ...).
         tissue: tissue type where known (PanNuke), else None.
+        debris: (H, W) bool, the non-nucleus objects drawn on a generated tile (pigment
+            deposits: background in ``inst``), or None (real data, or none drawn).
     Arrays are indexed [row, col] (y, x).
     """
 
@@ -27,6 +29,7 @@ class NucleiSample:
     cls: np.ndarray | None = None
     name: str = ""
     tissue: str | None = None
+    debris: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -45,6 +45,10 @@ E_REF = np.array([0.2159, 0.8012, 0.5581])
 #: Default expected nuclei per 10,000 px² (a 100 x 100 px window) before overlap rejection.
 DEFAULT_DENSITY = 5.0
 
+#: OD vector of the pigment deposits (``debris``): a dark brown-black, like hemosiderin or
+#: anthracotic pigment — as dark as a nucleus but browner than hematoxylin.
+PIGMENT_OD = np.array([0.42, 0.58, 0.70]) / np.linalg.norm([0.42, 0.58, 0.70])
+
 
 @dataclass(frozen=True)
 class _ClassLook:
@@ -164,25 +168,38 @@ def _plan_nuclei(rng, shape, density, fractions):
     return [plan[i] for i in order]
 
 
+def _ellipse_frame(shape, r0, c0, a, b, ang, ext):
+    """The pixel window of an ellipse centred at (row r0, col c0), semi-axes a ≥ b px, major
+    axis at ``ang`` radians from the column axis, ``ext`` px around the centre (clipped to
+    ``shape``): ((r_lo, r_hi, c_lo, c_hi), dy (h, 1), dx (1, w), u, v (h, w)) with u, v the
+    ellipse coordinates (u² + v² = 1 on the outline), or None when the window is empty."""
+    h, w = shape
+    r_lo, r_hi = max(int(r0) - ext, 0), min(int(r0) + ext + 2, h)
+    c_lo, c_hi = max(int(c0) - ext, 0), min(int(c0) + ext + 2, w)
+    if r_lo >= r_hi or c_lo >= c_hi:
+        return None
+    dy = (np.arange(r_lo, r_hi, dtype=np.float32) - r0)[:, None]
+    dx = (np.arange(c_lo, c_hi, dtype=np.float32) - c0)[None, :]
+    cos, sin = np.cos(ang), np.sin(ang)
+    u = (dx * cos + dy * sin) / a
+    v = (-dx * sin + dy * cos) / b
+    return (r_lo, r_hi, c_lo, c_hi), dy, dx, u, v
+
+
 def _draw_nuclei(rng, shape, plan, grain):
     """Rasterise the plan into (inst int32, cls-of-id array, hematoxylin OD float32 map)."""
-    h, w = shape
     inst = np.zeros(shape, np.int32)
     hema = np.zeros(shape, np.float32)
     areas = [0]
     classes = [0]
     for c, r0, c0, a, b, ang in plan:
         look = _LOOKS[c]
-        ext = int(np.ceil(a * (1 + 2 * look.wobble))) + 1
-        r_lo, r_hi = max(int(r0) - ext, 0), min(int(r0) + ext + 2, h)
-        c_lo, c_hi = max(int(c0) - ext, 0), min(int(c0) + ext + 2, w)
-        if r_lo >= r_hi or c_lo >= c_hi:
+        frame = _ellipse_frame(
+            shape, r0, c0, a, b, ang, int(np.ceil(a * (1 + 2 * look.wobble))) + 1
+        )
+        if frame is None:
             continue
-        dy = (np.arange(r_lo, r_hi, dtype=np.float32) - r0)[:, None]
-        dx = (np.arange(c_lo, c_hi, dtype=np.float32) - c0)[None, :]
-        cos, sin = np.cos(ang), np.sin(ang)
-        u = (dx * cos + dy * sin) / a
-        v = (-dx * sin + dy * cos) / b
+        (r_lo, r_hi, c_lo, c_hi), dy, dx, u, v = frame
         rho = np.hypot(u, v)
         phi = np.arctan2(v, u)
         k = rng.uniform(0, 2 * np.pi, 2)
@@ -225,6 +242,33 @@ def _draw_nuclei(rng, shape, plan, grain):
     return inst, np.asarray(classes, np.uint8), hema
 
 
+def _draw_pigment(rng, shape, density, nuclear) -> np.ndarray:
+    """(H, W) float32 OD of pigment deposits: ~``density`` per 10,000 px², each a clump of
+    granules (radius 4-9 px, irregular outline, OD 1.1-1.7), never on a nucleus."""
+    h, w = shape
+    od = np.zeros(shape, np.float32)
+    texture = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 0.8)
+    texture /= max(float(texture.std()), 1e-6)
+    for _ in range(rng.poisson(density * h * w / 10_000.0)):
+        r0, c0 = rng.uniform(0, h), rng.uniform(0, w)
+        a = rng.uniform(4.0, 9.0)
+        b = a / rng.uniform(1.0, 1.6)
+        ang = rng.uniform(0, np.pi)
+        frame = _ellipse_frame(shape, r0, c0, a, b, ang, int(np.ceil(a * 1.3)) + 1)
+        if frame is None:
+            continue
+        (r_lo, r_hi, c_lo, c_hi), _, _, u, v = frame
+        phi = np.arctan2(v, u)
+        k = rng.uniform(0, 2 * np.pi, 2)
+        edge = 1.0 + 0.15 * np.cos(3 * phi + k[0]) + 0.1 * np.cos(5 * phi + k[1])
+        body = np.hypot(u, v) <= edge
+        box = od[r_lo:r_hi, c_lo:c_hi]
+        grains = rng.uniform(1.1, 1.7) * (1.0 + 0.35 * texture[r_lo:r_hi, c_lo:c_hi])
+        box[body] = np.maximum(box[body], grains[body])
+    od[nuclear] = 0.0
+    return ndi.gaussian_filter(od, 0.6)
+
+
 def _clean_instances(inst: np.ndarray, cls_of_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keep the largest connected piece of each instance, drop pieces under MIN_AREA, and
     renumber the kept instances 1..N (in order of their drawing id).
@@ -264,6 +308,7 @@ def make_synthetic_sample(
     density: float = DEFAULT_DENSITY,
     class_mix: Sequence[float] | Mapping | None = None,
     name: str | None = None,
+    debris: float = 0.0,
 ) -> NucleiSample:
     """Generate one H&E-like tile with its instance and class maps.
 
@@ -275,16 +320,24 @@ def make_synthetic_sample(
         class_mix: weights of (lymphocyte, epithelial, spindle), as a 3-sequence or a mapping
             keyed by class id or name; ``None`` draws a different mix per tile.
         name: sample name; default ``synthetic_<seed>``.
+        debris: expected pigment deposits per 10,000 px² (default 0: none). Deposits are dark
+            brown-black granular clumps of nucleus size (radius 4-9 px) lying outside the
+            nuclei: background in the instance map, the false nuclei a segmenter trained
+            without them tends to find. They come from their own random stream, so the same
+            seed gives the same nuclei, stain and texture with or without them.
 
     Returns:
         NucleiSample with image (H, W, 3) uint8 RGB, inst (H, W) int32 (ids 1..N), cls (H, W)
-        uint8 with ids of :data:`CLASS_NAMES`, one class per instance; arrays indexed [row, col].
+        uint8 with ids of :data:`CLASS_NAMES`, one class per instance, and ``debris`` (H, W)
+        bool where pigment was drawn (None without); arrays indexed [row, col].
     """
     shape = _as_size(size)
     if min(shape) < 8:
         raise ValueError(f"synthetic tiles need at least 8 x 8 px, got {shape}")
     if density < 0:
         raise ValueError(f"density must be >= 0, got {density}")
+    if debris < 0:
+        raise ValueError(f"debris must be >= 0, got {debris}")
     rng = np.random.default_rng(seed)
     fractions = _class_fractions(class_mix, rng)
     h_vec, e_vec = _stain_vectors(rng)
@@ -314,11 +367,18 @@ def make_synthetic_sample(
     eosin *= rng.uniform(0.4, 0.65) * tissue
     eosin *= 1.0 - 0.7 * np.clip(hema * (1.0 / 0.6), 0.0, 1.0)
     np.clip(eosin, 0.02, None, out=eosin)
-    stains = np.stack([hema, eosin])  # (2, H, W) float32 OD concentrations
+    stains = [hema, eosin]  # (H, W) float32 OD concentrations
+    vectors = [h_vec, e_vec]
+    pigment = None
+    if debris > 0:
+        pigment = _draw_pigment(np.random.default_rng([seed, 17]), shape, debris, nuclear)
+        stains.append(pigment)
+        vectors.append(PIGMENT_OD)
+    stains = np.stack(stains)  # (S, H, W)
 
-    # Beer-Lambert: RGB = 255 * exp(-OD), OD = h * H + e * E; then sensor noise.
-    vectors = np.stack([h_vec, e_vec]).astype(np.float32)  # (2, 3)
-    od = stains.reshape(2, -1).T @ vectors  # (H*W, 3)
+    # Beer-Lambert: RGB = 255 * exp(-OD), OD = sum of concentration * OD vector; sensor noise.
+    vectors = np.stack(vectors).astype(np.float32)  # (S, 3)
+    od = stains.reshape(len(stains), -1).T @ vectors  # (H*W, 3)
     rgb = np.exp(-od, out=od).reshape(*shape, 3)
     rgb *= 255.0
     rgb += rng.uniform(1.5, 4.0) * rng.standard_normal(rgb.shape, dtype=np.float32)
@@ -330,6 +390,7 @@ def make_synthetic_sample(
         cls=cls,
         name=name if name is not None else f"synthetic_{seed}",
         tissue="synthetic",
+        debris=None if pigment is None else (pigment > 0.3) & ~nuclear,
     )
 
 
@@ -344,9 +405,11 @@ def make_synthetic_dataset(
     seed: int = 0,
     density: float = DEFAULT_DENSITY,
     class_mix: Sequence[float] | Mapping | None = None,
+    debris: float = 0.0,
 ) -> NucleiDataset:
     """A lazy dataset of ``n`` synthetic tiles (each generated when indexed; same seed, same
-    tiles). Names are ``synthetic_<seed>_<index>``; ``class_names`` is :data:`CLASS_NAMES`."""
+    tiles). Names are ``synthetic_<seed>_<index>``; ``class_names`` is :data:`CLASS_NAMES`;
+    ``debris``: pigment deposits per 10,000 px² (see :func:`make_synthetic_sample`)."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     samples = [
@@ -357,6 +420,7 @@ def make_synthetic_dataset(
             density=density,
             class_mix=class_mix,
             name=f"synthetic_{seed}_{i:04d}",
+            debris=debris,
         )
         for i in range(n)
     ]

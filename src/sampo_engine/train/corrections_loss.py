@@ -9,6 +9,11 @@ the slot the IoU head selects (what the user saw — an intra-style pair); the r
     L_corr = w · [ mean −log σ(β[(ℓθ(M_c|c) − ℓref(M_c|c)) − (ℓθ(M_o|c) − ℓref(M_o|c))])
                    + balanced BCE(best slot by IoU with M_c, M_c) over R = M_o ∪ M_c ]
 
+ℓ here is the mean log-likelihood over the reviewed region R (:func:`reviewed_loglik`), not over
+the whole crop: the two masks differ only inside R, and a crop-wide mean shrinks the margin so
+much that the pair never saturates and keeps pushing the erased pixels' logits down (the model
+then learns to predict less everywhere; docs/corrections.md has the numbers).
+
 The supervision speaks only for the reviewed region R: what the model showed (kept or erased by
 the user) and what the user painted. Nuclei the model missed and the user did not paint are not
 statements that they are background; supervising them as background teaches the model to miss
@@ -26,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from sampo_engine.corrections import CorrectionRecord
-from sampo_engine.losses import dpo_loss, mask_iou, mask_loglik
+from sampo_engine.losses import dpo_loss, mask_iou
 from sampo_engine.models.forward import decode, encode, upsample
 from sampo_engine.prompts import MAX_POINTS
 from sampo_engine.utils.device import autocast
@@ -94,6 +99,24 @@ class CorrectionsDataset:
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
+def reviewed_loglik(
+    logits: torch.Tensor, masks: torch.Tensor, reviewed: torch.Tensor
+) -> torch.Tensor:
+    """ℓ_R(M | c): (B, S, S) logits and bool masks -> (B,) mean log-likelihood of ``masks`` over
+    the reviewed region R (pixels outside R do not count; an empty R gives 0).
+
+    The pair's two masks differ only inside R, so a mean over the whole crop would shrink the
+    margin by |R| / S² (1 % for one deleted nucleus in a 112 px crop): the DPO term would never
+    saturate and would keep pushing the deleted pixels' logits down, teaching the model to
+    predict less everywhere (measured in docs/corrections.md).
+    """
+    region = reviewed.flatten(1).to(logits.dtype)
+    m = masks.flatten(1).to(logits.dtype)
+    z = logits.flatten(1)
+    ll = m * F.logsigmoid(z) + (1 - m) * F.logsigmoid(-z)
+    return (ll * region).sum(1) / region.sum(1).clamp(min=1)
+
+
 def reviewed_pixel_loss(
     logits: torch.Tensor, corrected: torch.Tensor, original: torch.Tensor
 ) -> torch.Tensor:
@@ -139,10 +162,11 @@ def corrections_term(
     iou_pred = out.iou_pred.float()[:, 0]  # (B, 3)
     b = torch.arange(logits.shape[0], device=logits.device)
     ctx = iou_pred.detach().argmax(1)  # the slot the user saw
-    policy_w = mask_loglik(logits[b, ctx], corrected)
-    policy_l = mask_loglik(logits[b, ctx], original)
-    ref_w = mask_loglik(ref[b, ctx], corrected)
-    ref_l = mask_loglik(ref[b, ctx], original)
+    reviewed = original | corrected
+    policy_w = reviewed_loglik(logits[b, ctx], corrected, reviewed)
+    policy_l = reviewed_loglik(logits[b, ctx], original, reviewed)
+    ref_w = reviewed_loglik(ref[b, ctx], corrected, reviewed)
+    ref_l = reviewed_loglik(ref[b, ctx], original, reviewed)
     pair_loss, margin = dpo_loss(policy_w, ref_w, policy_l, ref_l, beta)
     loss = pair_loss.mean()
     ious = mask_iou(logits.detach() > 0, corrected[:, None])  # (B, 3)
@@ -163,7 +187,8 @@ def record_logliks(
     adapted, records: list[CorrectionRecord], size: int, device, batch_size: int = 8
 ) -> dict[str, np.ndarray]:
     """Per record, under the IoU-head-selected slot of the current policy: ℓ(M_c|c), ℓ(M_o|c)
-    and the IoU of the shown mask with M_c (for studies and tests; whole records cut to S)."""
+    (means over the reviewed region, as in the loss) and the IoU of the shown mask with M_c
+    (for studies and tests; whole records cut to S)."""
     device = torch.device(device)
     data = CorrectionsDataset(records, size)
     rng = np.random.default_rng(0)
@@ -178,7 +203,8 @@ def record_logliks(
         logits = upsample(dec.logits, (size, size))[:, 0]
         b = torch.arange(logits.shape[0], device=logits.device)
         shown = logits[b, dec.iou_pred[:, 0].argmax(1)]
-        out["corrected"].append(mask_loglik(shown, batch["corrected"]).cpu().numpy())
-        out["original"].append(mask_loglik(shown, batch["original"]).cpu().numpy())
+        reviewed = batch["corrected"] | batch["original"]
+        out["corrected"].append(reviewed_loglik(shown, batch["corrected"], reviewed).cpu().numpy())
+        out["original"].append(reviewed_loglik(shown, batch["original"], reviewed).cpu().numpy())
         out["iou"].append(mask_iou(shown > 0, batch["corrected"]).cpu().numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
