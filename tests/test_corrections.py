@@ -174,31 +174,25 @@ def test_dpo_on_hand_made_tensors_prefers_the_corrected_mask():
 def test_reviewed_loglik_counts_only_the_reviewed_region():
     """ℓ over R: pixels outside R do not count; over the whole crop it is the crop mean; the
     pair's margin is |crop| / |R| times the crop-wide one (which never saturated)."""
-    from sampo_engine.train.corrections_loss import reviewed_loglik
-
     torch.manual_seed(0)
     logits = torch.randn(2, 16, 16)
     masks = torch.rand(2, 16, 16) > 0.5
     everything = torch.ones(2, 16, 16, dtype=torch.bool)
-    torch.testing.assert_close(
-        reviewed_loglik(logits, masks, everything), mask_loglik(logits, masks)
-    )
+    torch.testing.assert_close(mask_loglik(logits, masks, everything), mask_loglik(logits, masks))
     region = torch.zeros(2, 16, 16, dtype=torch.bool)
     region[:, 4:8, 4:8] = True
     changed = logits.clone()
     changed[~region] = 100.0  # outside R: irrelevant
     torch.testing.assert_close(
-        reviewed_loglik(changed, masks, region), reviewed_loglik(logits, masks, region)
+        mask_loglik(changed, masks, region), mask_loglik(logits, masks, region)
     )
     original = masks | region
     corrected = masks & ~region  # erased inside R
     reviewed = original | corrected
-    gap_r = reviewed_loglik(logits, corrected, reviewed) - reviewed_loglik(
-        logits, original, reviewed
-    )
+    gap_r = mask_loglik(logits, corrected, reviewed) - mask_loglik(logits, original, reviewed)
     gap_crop = mask_loglik(logits, corrected) - mask_loglik(logits, original)
     torch.testing.assert_close(gap_r, gap_crop * 256 / reviewed.flatten(1).sum(1))
-    assert torch.equal(reviewed_loglik(logits, masks, torch.zeros_like(region)), torch.zeros(2))
+    assert torch.equal(mask_loglik(logits, masks, torch.zeros_like(region)), torch.zeros(2))
 
 
 def test_simulated_pathologist_deletes_objects_that_are_not_nuclei():

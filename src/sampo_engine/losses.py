@@ -43,11 +43,20 @@ class LossConfig:
         return self.alpha > 0 and (self.use_inter or self.use_intra)
 
 
-def mask_loglik(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """ℓ(M | Z): (..., H, W) logits and {0,1} masks -> (...) per-pixel-mean log-likelihood."""
+def mask_loglik(
+    logits: torch.Tensor, masks: torch.Tensor, region: torch.Tensor | None = None
+) -> torch.Tensor:
+    """ℓ(M | Z): (..., H, W) logits and {0,1} masks -> (...) per-pixel-mean log-likelihood.
+
+    ``region``: optional (..., H, W) bool; the mean is then taken over its pixels only (an empty
+    region gives 0) — the corrections' pairs score only the region the user reviewed.
+    """
     masks = masks.to(logits.dtype)
     ll = masks * F.logsigmoid(logits) + (1 - masks) * F.logsigmoid(-logits)
-    return ll.flatten(-2).mean(-1)
+    if region is None:
+        return ll.flatten(-2).mean(-1)
+    weight = region.to(logits.dtype).flatten(-2)
+    return (ll.flatten(-2) * weight).sum(-1) / weight.sum(-1).clamp(min=1)
 
 
 def mask_iou(masks: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,10 @@ def _foreground_and_probability(
     return fg, prob
 
 
+#: maps smaller than this are split on one thread (the pool's overhead outweighs the gain)
+PARALLEL_MIN_PIXELS = 512 * 512
+
+
 def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -89,14 +93,14 @@ def in_row_bands(func, arrays, halo: int, pool: ThreadPoolExecutor | None = None
     workers = _pool_size(pool)
     if workers < 2 or n < 8 * (halo + 1) * workers:
         return func(*arrays)
-    edges = np.linspace(0, n, workers + 1).astype(int)
+    edges = _row_edges(n, pool)
 
     def band(k: int):
         a, b = int(edges[k]), int(edges[k + 1])
         lo, hi = max(0, a - halo), min(n, b + halo)
         return a, b, func(*(x[lo:hi] for x in arrays))[a - lo : a - lo + (b - a)]
 
-    parts = list(pool.map(band, range(workers)))
+    parts = list(pool.map(band, range(len(edges) - 1)))
     out = np.empty(arrays[0].shape, dtype=parts[0][2].dtype)
     for a, b, values in parts:
         out[a:b] = values
@@ -332,12 +336,10 @@ def split_instances(
     if not fg.any():
         return np.zeros(fg.shape, dtype=np.int32)
     workers = _workers() if fg.size >= PARALLEL_MIN_PIXELS else 1
+    if workers == 1:
+        return _split(fg, prob, min_size, min_distance, sigma, None)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return _split(fg, prob, min_size, min_distance, sigma, pool if workers > 1 else None)
-
-
-#: maps smaller than this are split on one thread (the pool's overhead outweighs the gain)
-PARALLEL_MIN_PIXELS = 512 * 512
+        return _split(fg, prob, min_size, min_distance, sigma, pool)
 
 
 def _split(fg, prob, min_size, min_distance, sigma, pool) -> np.ndarray:

@@ -9,9 +9,9 @@ the slot the IoU head selects (what the user saw — an intra-style pair); the r
     L_corr = w · [ mean −log σ(β[(ℓθ(M_c|c) − ℓref(M_c|c)) − (ℓθ(M_o|c) − ℓref(M_o|c))])
                    + balanced BCE(best slot by IoU with M_c, M_c) over R = M_o ∪ M_c ]
 
-ℓ here is the mean log-likelihood over the reviewed region R (:func:`reviewed_loglik`), not over
-the whole crop: the two masks differ only inside R, and a crop-wide mean shrinks the margin so
-much that the pair never saturates and keeps pushing the erased pixels' logits down (the model
+ℓ here is the mean log-likelihood over the reviewed region R (``mask_loglik(..., region=R)``), not
+over the whole crop: the two masks differ only inside R, and a crop-wide mean shrinks the margin
+by |R| / S² (1 % for one deleted nucleus in a 112 px crop), so the pair never saturates and keeps pushing the erased pixels' logits down (the model
 then learns to predict less everywhere; docs/corrections.md has the numbers).
 
 The supervision speaks only for the reviewed region R: what the model showed (kept or erased by
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from sampo_engine.corrections import CorrectionRecord
-from sampo_engine.losses import dpo_loss, mask_iou
+from sampo_engine.losses import dpo_loss, mask_iou, mask_loglik
 from sampo_engine.models.forward import decode, encode, upsample
 from sampo_engine.prompts import MAX_POINTS
 from sampo_engine.utils.device import autocast
@@ -99,24 +99,6 @@ class CorrectionsDataset:
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
-def reviewed_loglik(
-    logits: torch.Tensor, masks: torch.Tensor, reviewed: torch.Tensor
-) -> torch.Tensor:
-    """ℓ_R(M | c): (B, S, S) logits and bool masks -> (B,) mean log-likelihood of ``masks`` over
-    the reviewed region R (pixels outside R do not count; an empty R gives 0).
-
-    The pair's two masks differ only inside R, so a mean over the whole crop would shrink the
-    margin by |R| / S² (1 % for one deleted nucleus in a 112 px crop): the DPO term would never
-    saturate and would keep pushing the deleted pixels' logits down, teaching the model to
-    predict less everywhere (measured in docs/corrections.md).
-    """
-    region = reviewed.flatten(1).to(logits.dtype)
-    m = masks.flatten(1).to(logits.dtype)
-    z = logits.flatten(1)
-    ll = m * F.logsigmoid(z) + (1 - m) * F.logsigmoid(-z)
-    return (ll * region).sum(1) / region.sum(1).clamp(min=1)
-
-
 def reviewed_pixel_loss(
     logits: torch.Tensor, corrected: torch.Tensor, original: torch.Tensor
 ) -> torch.Tensor:
@@ -163,10 +145,10 @@ def corrections_term(
     b = torch.arange(logits.shape[0], device=logits.device)
     ctx = iou_pred.detach().argmax(1)  # the slot the user saw
     reviewed = original | corrected
-    policy_w = reviewed_loglik(logits[b, ctx], corrected, reviewed)
-    policy_l = reviewed_loglik(logits[b, ctx], original, reviewed)
-    ref_w = reviewed_loglik(ref[b, ctx], corrected, reviewed)
-    ref_l = reviewed_loglik(ref[b, ctx], original, reviewed)
+    policy_w = mask_loglik(logits[b, ctx], corrected, reviewed)
+    policy_l = mask_loglik(logits[b, ctx], original, reviewed)
+    ref_w = mask_loglik(ref[b, ctx], corrected, reviewed)
+    ref_l = mask_loglik(ref[b, ctx], original, reviewed)
     pair_loss, margin = dpo_loss(policy_w, ref_w, policy_l, ref_l, beta)
     loss = pair_loss.mean()
     ious = mask_iou(logits.detach() > 0, corrected[:, None])  # (B, 3)
@@ -204,7 +186,7 @@ def record_logliks(
         b = torch.arange(logits.shape[0], device=logits.device)
         shown = logits[b, dec.iou_pred[:, 0].argmax(1)]
         reviewed = batch["corrected"] | batch["original"]
-        out["corrected"].append(reviewed_loglik(shown, batch["corrected"], reviewed).cpu().numpy())
-        out["original"].append(reviewed_loglik(shown, batch["original"], reviewed).cpu().numpy())
+        out["corrected"].append(mask_loglik(shown, batch["corrected"], reviewed).cpu().numpy())
+        out["original"].append(mask_loglik(shown, batch["original"], reviewed).cpu().numpy())
         out["iou"].append(mask_iou(shown > 0, batch["corrected"]).cpu().numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
