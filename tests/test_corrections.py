@@ -332,31 +332,53 @@ def test_corrections_are_refused_under_torchrun(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- the study
-def test_learning_from_corrections_beats_the_same_steps_without(tmp_path, capsys):
-    """Issue #10, done when: a simulated pathologist corrects a tiny model's output on their own
-    generated tiles — deletes the false nuclei it finds on pigment deposits that the annotated
-    tiles lack — and fine-tuning with those records beats the same steps on the same annotated
-    data without them, on HELD-OUT tiles of the user's kind, on every seed (0, 1, 2): the share
-    of pigment called nucleus at least halves, fewer wrong pixels, Dice never lower and higher
-    on the mean; the records' corrected masks gain likelihood over the originals. The study's
-    own defaults (``tools/corrections_study.py``; ~2 min on 2 cores); the table is printed and
-    docs/corrections.md holds the runs."""
+def test_the_corrections_study_runs_end_to_end_and_reports_every_number(tmp_path):
+    """A smoke run of ``tools/corrections_study.py`` at toy sizes (~7 s): base pre-training, the
+    simulated pathologist's records, both fine-tuning arms on one seed, held-out scores and the
+    table. It checks the pipeline and the report, not the study's claim: that learning from the
+    corrections beats the same steps without them on held-out tiles is shown by the study at its
+    defaults (``python tools/corrections_study.py``, ~2 min; docs/corrections.md)."""
     sys.path.insert(0, str(ROOT / "tools"))
     try:
         from corrections_study import StudyConfig, run_study, summary_table
     finally:
         sys.path.remove(str(ROOT / "tools"))
-    result = run_study(StudyConfig(seeds=(0, 1, 2)), tmp_path, log=lambda *a: None)
-    with capsys.disabled():
-        print(f"\n{result['records']} records, {result['eval_queries']} held-out queries")
-        print(summary_table(result))
-    assert result["records"] >= 30
-    for row in result["runs"]:
-        online, corrections = row["online"], row["corrections"]
-        # the corrected behaviour: pigment called nucleus, at least halved on every seed
-        assert corrections["debris_predicted"] < 0.5 * online["debris_predicted"], row
-        assert corrections["wrong_share"] < online["wrong_share"], row
-        assert corrections["dice"] > online["dice"] - 0.005, row  # no seed segments worse
-        assert corrections["record_ll_gap"] > online["record_ll_gap"], row
-    gain = np.mean([r["corrections"]["dice"] - r["online"]["dice"] for r in result["runs"]])
-    assert gain > 0.005, gain  # and Dice is higher on the mean (+1.5 to +3.4 points measured)
+    cfg = StudyConfig(
+        image_size=64,
+        train_images=4,
+        pretrain_steps=4,
+        pretrain_batch_size=2,
+        record_tiles=6,
+        eval_tiles=4,
+        finetune_steps=2,
+        batch_size=2,
+        seeds=(0,),
+    )
+    lines = []
+    result = run_study(cfg, tmp_path, log=lines.append)
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(result))
+    assert result["config"]["finetune_steps"] == 2 and result["eval_queries"] > 0
+    # the simulated pathologist corrected the base's output: records in the plugin's store
+    assert result["records"] >= 1
+    assert len(open_corrections(tmp_path / "corrections")) == result["records"]
+    assert f"{result['records']} correction records" in lines[0]
+    shares = ("wrong_share", "missed_share", "dice", "predicted_share", "debris_predicted")
+    for key in shares:
+        assert 0.0 <= result["base"][key] <= 1.0, key
+    (row,) = result["runs"]
+    assert row["seed"] == 0
+    for arm in ("online", "corrections"):
+        for key in shares:
+            assert 0.0 <= row[arm][key] <= 1.0, (arm, key)
+        for key in ("record_ll_corrected", "record_ll_original", "record_ll_gap"):
+            assert np.isfinite(row[arm][key]), (arm, key)
+        gap = row[arm]["record_ll_corrected"] - row[arm]["record_ll_original"]
+        assert row[arm]["record_ll_gap"] == pytest.approx(gap, abs=1e-5)
+        metrics = tmp_path / f"{arm}-0" / "metrics.jsonl"
+        steps = [json.loads(line) for line in metrics.open()]
+        assert len(steps) == cfg.finetune_steps
+        # only the corrections arm trained on the records (the offline preference term)
+        assert ("corr_loss" in steps[0]) == (arm == "corrections"), arm
+    table = summary_table(result).splitlines()
+    assert len(table) == 2 + 1 + 2 + 2  # header, rule, base, seed 0's two arms, two means
+    assert table[2].startswith("| – | base |") and "pigment predicted" in table[0]

@@ -288,14 +288,29 @@ def test_whole_images_are_segmented_with_the_tiled_predictor(setup, tmp_path):
     out = tmp_path / "whole"
     args = ["eval", "--data", str(setup / "test"), "--adapter", str(setup / "lora"), "--quiet"]
     args += ["--no-base", "--whole-images", "--out", str(out), "--sensitivity-queries", "0"]
-    args += ["--robustness-repeats", "0"]
+    args += ["--robustness-repeats", "0", "--classical"]
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
-    whole = m["methods"][0]["whole_image"]
-    assert set(whole) == {"t1", "t2"} and whole["t1"]["n"] == 2  # one T1 query per image
-    for block in whole.values():
-        assert 0 <= block["dice"] <= 1 and 0 < block["prompted_tile_share"] <= 1
-    assert "## Whole images (tiled predictor)" in (out / "report.md").read_text()
+    whole = next(e for e in m["methods"] if e["kind"] == "adapter")["whole_image"]
+    # T1, and T2 in each mode side by side on the same clicks ('t2' = the first mode's block)
+    assert set(whole) == {"t1", "t2", "t2:decoder", "t2:exemplar", "t2:hybrid"}
+    assert whole["t1"]["n"] == 2  # one T1 query per image
+    assert whole["t2"]["mode"] == "decoder" and whole["t2"]["dice"] == whole["t2:decoder"]["dice"]
+    n_t2 = whole["t2:decoder"]["n"]
+    assert n_t2 >= 2 and whole["t2:exemplar"]["n"] == whole["t2:hybrid"]["n"] == n_t2
+    for key, block in whole.items():
+        assert 0 <= block["dice"] <= 1 and 0 <= block["prompted_tile_share"] <= 1
+        assert 0 <= block["class_f1"] <= 1  # nucleus F1 by centroid matching
+    # exemplar T2 runs no decoder (its nuclei come from the cached T1 map)
+    assert whole["t1"]["prompted_tile_share"] > 0 and whole["t2:exemplar"]["prompted_tile_share"] == 0  # nucleus F1 by centroid matching
+    for c, per in whole["t2:exemplar"]["per_class"].items():
+        assert per["n"] >= 1 and 0 <= per["class_f1"] <= 1
+    # the classical floor is scored whole too: its own T2 rule and the exemplar classifier
+    floor = next(e for e in m["methods"] if e["kind"] == "classical")["whole_image"]
+    assert set(floor) == {"t1", "t2", "t2:decoder", "t2:exemplar"}
+    report = (out / "report.md").read_text()
+    assert "## Whole images (tiled predictor)" in report
+    assert "## Whole images: per class (T2)" in report and "T2 (exemplar)" in report
     # the clicks fall in one tile and are the same for every method (seeded by image + intent)
     sample = read_folder(setup / "test")[1]  # 240 x 300: 2 x 2 tiles of 224
     boxes = [(0, 224, 0, 224), (0, 224, 76, 300), (16, 240, 0, 224), (16, 240, 76, 300)]

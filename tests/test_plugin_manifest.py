@@ -29,10 +29,14 @@ def test_contributions(manifest: PluginManifest) -> None:
     (reader,) = contrib.readers
     for pattern in ("*.tif", "*.tiff", "*.svs", "*.ome.tif"):
         assert pattern in reader.filename_patterns
-    (sample,) = contrib.sample_data
-    assert sample.display_name == "Synthetic H&E tile"
-    command = next(c for c in contrib.commands if c.id == sample.command)
-    assert command.python_name == "napari_sampo._sample_data:synthetic_he_tile"
+    samples = {s.display_name: s for s in contrib.sample_data}
+    assert set(samples) == {"Synthetic H&E tile", "Real H&E tile (BRCA-M2C breast)"}
+    for name, function in (
+        ("Synthetic H&E tile", "synthetic_he_tile"),
+        ("Real H&E tile (BRCA-M2C breast)", "brca_he_tile"),
+    ):
+        command = next(c for c in contrib.commands if c.id == samples[name].command)
+        assert command.python_name == f"napari_sampo._sample_data:{function}"
 
 
 def test_every_python_name_imports(manifest: PluginManifest) -> None:
@@ -65,6 +69,25 @@ def test_package_import_is_cheap() -> None:
     from sampo_engine._version import __version__
 
     assert version == __version__
+
+
+def test_real_tile_sample_ships_with_its_licence() -> None:
+    """The real H&E sample: an RGB tile, the experts' dots as (row, col) with a class each, and
+    the BSD-3 notice that must travel with it."""
+    from napari_sampo._sample_data import brca_he_tile
+    from sampo_engine.samples import brca_tile
+
+    (image, ikw, ikind), (dots, pkw, pkind) = brca_he_tile()
+    assert (ikind, pkind) == ("image", "points")
+    assert image.shape == (986, 986, 3) and image.dtype == np.uint8  # 20x resampled to 40x
+    assert dots.shape == (315, 2) and (dots >= 0).all() and (dots < 986).all()
+    assert set(pkw["features"]["class"]) == {"lymphocyte", "tumour", "stromal"}
+    assert pkw["visible"] is False  # a reference, not prompts
+    tile = brca_tile()
+    assert tile.image.shape == (493, 493, 3) and tile.um_per_px == 0.5
+    # (x, y) in the engine, (row, col) in napari, on the grid resampled by 2
+    assert np.allclose(tile.dots_xy[:, ::-1] * 2 + 0.5, dots)
+    assert "BSD 3-Clause" in tile.notice and "Abousamra" in tile.notice
 
 
 def test_sample_data_command() -> None:

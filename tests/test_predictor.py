@@ -189,7 +189,8 @@ def test_clicks_in_one_tile_give_labels_over_the_whole_image(tiny):
 
 
 def test_without_propagation_only_clicked_tiles_are_segmented(tiny):
-    predictor = TilePredictor(_config(propagate=False), model=tiny)
+    # T2 by the decoder (the by-nucleus mode decodes no tile: tests/test_exemplars.py)
+    predictor = TilePredictor(_config(propagate=False, t2_mode="decoder"), model=tiny)
     predictor.set_image(_image())
     pred = predictor.predict(np.array([[60.0, 70.0]]), np.array([1]), task="t2")
     assert pred.tiles_with_prompts == 1 and pred.tiles_propagated == 0
@@ -220,7 +221,7 @@ def test_propagation_finds_the_tiles_holding_the_clicked_kind_of_object():
     centres = [(60, 60), (80, 140), (520, 520), (540, 450)]  # tiles 0 and 8 only
     for cy, cx in centres:
         image[(yy - cy) ** 2 + (xx - cx) ** 2 < 14**2] = (60, 30, 110)  # dark purple "nuclei"
-    predictor = TilePredictor(_config(similarity=0.5), model=model)
+    predictor = TilePredictor(_config(similarity=0.5, t2_mode="decoder"), model=model)
     predictor.set_image(image)
     prompts, clicked = predictor.tile_prompts(
         np.array([[60.0, 60.0], [150.0, 40.0]]), np.array([1, 0])

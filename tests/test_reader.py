@@ -152,3 +152,65 @@ def test_viewer_opens_pyramid_as_multiscale(make_napari_viewer, big_pyramid: Pat
     assert len(layer.data) == BIG_LEVELS
     assert layer.data[0].shape == (BIG, BIG, 3)
     assert not isinstance(layer.data[0], np.ndarray)
+
+
+# ------------------------------------------------------------------------------ label images
+
+
+def _instances(size: int = 300, n: int = 40, seed: int = 0) -> np.ndarray:
+    """A uint16 instance map: ``n`` discs on a zero background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    inst = np.zeros((size, size), np.uint16)
+    for label in range(1, n + 1):
+        cy, cx = rng.integers(10, size - 10, 2)
+        inst[(yy - cy) ** 2 + (xx - cx) ** 2 < 36] = label
+    return inst
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("tile_inst.tif", lambda: _instances()),  # the dataset layout's instance map
+        ("tile_class.tif", lambda: (_instances() % 3).astype(np.uint8)),  # its class map
+        ("nuclei.tif", lambda: _instances(n=300).astype(np.int32)),  # many ids, zero background
+        ("mask.tiff", lambda: (_instances() > 0).astype(np.uint8) * 255),  # few values
+    ],
+)
+def test_integer_label_tiffs_open_as_labels(tmp_path: Path, name, make) -> None:
+    array = make()
+    tifffile.imwrite(tmp_path / name, array)
+    ((data, kwargs, layer_type),) = get_reader(str(tmp_path / name))(str(tmp_path / name))
+    assert layer_type == "labels"
+    assert isinstance(data, np.ndarray) and data.flags.writeable  # paintable
+    np.testing.assert_array_equal(data, array)
+    assert kwargs["name"] == Path(name).stem and "rgb" not in kwargs
+
+
+def test_images_stay_images(tmp_path: Path, small_image: np.ndarray) -> None:
+    noise = np.random.default_rng(1).integers(0, 256, (300, 300), dtype=np.uint8)
+    cases = {
+        "he.tif": small_image[:300, :300],  # RGB H&E tile
+        "he_inst_preview.tif": small_image[:300, :300],  # a tag elsewhere in the name
+        "gray8.tif": noise,  # 8-bit grayscale
+        "flat.tif": np.zeros((300, 300), np.uint16),  # one value: undecided -> image
+        "float_inst.tif": _instances().astype(np.float32),  # not integer
+    }
+    for name, array in cases.items():
+        tifffile.imwrite(tmp_path / name, array, photometric="rgb" if array.ndim == 3 else None)
+        ((_, _, layer_type),) = read_tiff(tmp_path / name)
+        assert layer_type == "image", name
+
+
+@pytest.mark.viewer
+def test_inst_tiff_is_offered_to_the_finetune_dock(make_napari_viewer, tmp_path: Path) -> None:
+    inst = _instances()
+    tifffile.imwrite(tmp_path / "tile_inst.tif", inst)
+    tifffile.imwrite(tmp_path / "tile_image.tif", np.zeros((300, 300, 3), np.uint8))
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "tile_image.tif"), plugin="napari-sampo")
+    (layer,) = viewer.open(str(tmp_path / "tile_inst.tif"), plugin="napari-sampo")
+    assert type(layer).__name__ == "Labels"
+    _, finetune = viewer.window.add_plugin_dock_widget("napari-sampo", "Fine-tune on this layer")
+    assert finetune.labels_combo.current_layer() is layer
+    assert finetune.image_combo.current_layer().name == "tile_image"

@@ -214,3 +214,19 @@ def test_ablation_switches_reach_the_config():
     ):
         config = dataclass_from_args(TrainConfig, parser.parse_args(base + flags))
         assert (config.no_inter, config.no_intra, config.no_sup) == expected, flags
+
+
+def test_threads_are_chosen_for_the_run_and_restored_after(data_dir, tmp_path, capsys, monkeypatch):
+    """Issue #19: the run logs the torch thread count it chose (--threads, or OMP_NUM_THREADS in
+    auto mode) and leaves the caller's count as it was."""
+    import torch
+
+    before = torch.get_num_threads()
+    args = _args(data_dir, tmp_path / "a", "--epochs", "1", "--max-steps", "1", "--threads", "1")
+    assert main(args) == 0
+    assert "torch CPU threads: 1 (--threads)" in capsys.readouterr().out
+    assert torch.get_num_threads() == before
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(_args(data_dir, tmp_path / "b", "--epochs", "1", "--max-steps", "1")) == 0
+    assert "torch CPU threads: 1 (OMP_NUM_THREADS)" in capsys.readouterr().out
+    assert torch.get_num_threads() == before

@@ -1,4 +1,9 @@
-"""The "Fine-tune on this layer" dock in a real viewer (Xvfb), training the tiny model briefly."""
+"""The "Fine-tune on this layer" dock in a real viewer (Xvfb), training the tiny model briefly.
+
+Each workflow is driven the way a user clicks it: segment, correct the result layer, fine-tune
+on it (with and without classes); continue from an adapter; the finished run offered to the
+Segment dock. The cache is a temporary folder (no checkpoint downloaded: tiny is the default).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from napari_sampo._adapters import list_adapters, new_adapter_path
 from napari_sampo._training_data import classes_from_table, region_grid, training_data
 
 WIDGET = "Fine-tune on this layer"
+SEGMENT = "Segment nuclei (SAMPO)"
 TIMEOUT_MS = 120_000
 
 
@@ -21,10 +28,19 @@ def sample():
     return make_synthetic_sample(448, seed=2)
 
 
+@pytest.fixture(scope="module")
+def small_sample():
+    from sampo_engine.data.synthetic import make_synthetic_sample
+
+    return make_synthetic_sample(256, seed=5)
+
+
 @pytest.fixture
 def adapters(tmp_path, monkeypatch):
     folder = tmp_path / "adapters"
     monkeypatch.setenv("SAMPO_ADAPTER_DIR", str(folder))
+    monkeypatch.setenv("SAMPO_CACHE_DIR", str(tmp_path / "cache"))  # nothing downloaded
+    monkeypatch.delenv("SAMPO_CORRECTIONS_DIR", raising=False)
     return folder
 
 
@@ -32,12 +48,51 @@ def _dock(viewer, name):
     return viewer.window.add_plugin_dock_widget("napari-sampo", name)[1]
 
 
-def _quick(widget, task="t1", model="tiny"):
+def _quick(widget, task="t1", model="tiny", steps=0):
     widget.set_value("model", model)
     widget.set_value("task", task)
     widget.set_value("device", "cpu")
     widget.set_value("batch_size", 1)
     widget.set_value("eval_crops", 2)
+    if steps:
+        widget.set_value("epochs", 1)
+        widget.set_value("max_steps", steps)
+
+
+def _train(qtbot, widget):
+    assert widget.start(), widget.status_label.text()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_event is not None and widget.last_event.kind == "done"
+    return widget.adapter_path
+
+
+def _same(a, b) -> bool:
+    """The same napari layer (widgets see layers through napari's public proxy)."""
+    return a is not None and b is not None and a.unique_id == b.unique_id
+
+
+def _centres(sample, n):
+    ids = np.unique(sample.inst[sample.inst > 0])[:n]
+    return ids, np.array(ndi.center_of_mass(sample.inst > 0, sample.inst, ids))
+
+
+def _segment_and_correct(viewer, segment, sample, qtbot, task="t1", class_name=""):
+    """Click three nuclei, Segment, then paint eight nuclei into the result (the correction)."""
+    _, centres = _centres(sample, 8)
+    segment.select_model("tiny")
+    segment.device_combo.setCurrentIndex(segment.device_combo.findData("cpu"))
+    segment.task_combo.setCurrentIndex(segment.task_combo.findData(task))
+    if class_name:
+        segment.class_combo.setCurrentText(class_name)
+    segment.prompts_layer(create=True).add(centres[:3])
+    assert segment.segment(), segment.last_error
+    qtbot.waitUntil(lambda: not segment.running, timeout=TIMEOUT_MS)
+    assert segment.last_error is None
+    result = segment.result_layer
+    result.brush_size = 9
+    for k, (r, c) in enumerate(centres):
+        result.paint((int(r), int(c)), 1000 + k)
+    return result
 
 
 @pytest.mark.viewer
@@ -46,7 +101,8 @@ def test_finetune_plots_stops_and_offers_the_adapter(make_napari_viewer, sample,
     image = viewer.add_image(sample.image, name="H&E")
     labels = viewer.add_labels(sample.inst, name="corrected nuclei")
     classes = viewer.add_labels(sample.cls, name="classes")
-    segment = _dock(viewer, "Segment nuclei (SAMPO)")
+    segment = _dock(viewer, SEGMENT)
+    segment.select_model("tiny")
     widget = _dock(viewer, WIDGET)
     widget.image_combo.select_layer(image)
     widget.labels_combo.select_layer(labels)
@@ -55,7 +111,9 @@ def test_finetune_plots_stops_and_offers_the_adapter(make_napari_viewer, sample,
     widget.set_value("epochs", 50)
     widget.name_edit.setText("my adapter")
     assert widget.model_note.isVisibleTo(widget)  # tiny: "every weight is trained"
+    assert "every weight" in widget.model_note.text()
     assert not widget.fields["lora_rank"].isEnabled()
+    assert all(widget.plot.is_empty(t) for t in ("loss", "IoU", "reward margin"))
 
     assert widget.start(), widget.status_label.text()
     assert not widget.start()  # a training is already running
@@ -64,6 +122,7 @@ def test_finetune_plots_stops_and_offers_the_adapter(make_napari_viewer, sample,
     qtbot.waitUntil(lambda: widget.plot.line_length("loss") >= 2, timeout=TIMEOUT_MS)
     assert widget.plot.line_length("iou_best") >= 2
     assert widget.plot.line_length("margin") >= 1
+    assert not widget.plot.is_empty("loss")
     widget.stop()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.last_event is not None and widget.last_event.kind == "done"
@@ -78,10 +137,18 @@ def test_finetune_plots_stops_and_offers_the_adapter(make_napari_viewer, sample,
     assert meta["complete"] is False
     assert len(meta["class_names"]) == 3
     assert [info.name for info in list_adapters()] == ["my adapter"]
+    assert "offered in the Segment dock" in widget.status_label.text()
 
-    # selected in the Segment dock, and usable there
+    # offered in the Segment dock, with its score — not selected behind the user's back
+    assert segment.model_combo.currentData() == "base:tiny"
+    assert segment.offer_box.isVisibleTo(segment)
+    offer = segment.offer_label.text()
+    assert "my adapter" in offer and "stopped early" in offer and "In use now: tiny" in offer
+    assert segment.model_combo.findData(f"adapter:{bundle}") >= 0  # listed
+    segment.use_offer_button.click()
     assert segment.model_combo.currentData() == f"adapter:{bundle}"
     assert "my adapter" in segment.model_combo.currentText()
+    assert not segment.offer_box.isVisibleTo(segment)
     points = segment.prompts_layer(create=True)
     points.add([[200.0, 200.0]])
     assert segment.segment(), segment.last_error
@@ -91,6 +158,140 @@ def test_finetune_plots_stops_and_offers_the_adapter(make_napari_viewer, sample,
     # the same name again: a new folder with a suffix, nothing overwritten
     path, name = new_adapter_path("my adapter")
     assert name == "my adapter-2" and path.name == "my_adapter-2"
+
+
+@pytest.mark.viewer
+def test_segment_correct_finetune_without_classes(
+    make_napari_viewer, small_sample, adapters, qtbot
+):
+    """The report of issue #19: a T1 result's empty 'class' column with task 'both' crashed."""
+    viewer = make_napari_viewer()
+    viewer.add_image(small_sample.image, name="H&E")
+    segment = _dock(viewer, SEGMENT)
+    result = _segment_and_correct(viewer, segment, small_sample, qtbot)
+    assert set(result.features["class"]) <= {""}
+
+    widget = _dock(viewer, WIDGET)
+    assert _same(widget.labels_combo.current_layer(), result)  # the result is preselected
+    assert widget.fields["task"].currentData() == "both"
+    assert widget.class_combo.currentData() == "none:"  # an empty column is not a class source
+    widget.select_class_source("column", "class")  # ... even when the user picks it
+    _quick(widget, task="both", steps=2)
+    widget.set_value("model", "tiny")
+    bundle = _train(qtbot, widget)
+    meta = json.loads((bundle / "sampo_bundle.json").read_text())
+    assert meta["task"] == "t1" and meta["class_names"] == {}
+    assert "offered in the Segment dock" in widget.status_label.text()
+
+    # T2 from the empty column is refused in the dock's words
+    widget.set_value("task", "t2")
+    assert not widget.start()
+    text = widget.status_label.text()
+    assert "gives no class to any nucleus" in text and "'Classes (T2)'" in text
+    assert "--" not in text
+
+
+@pytest.mark.viewer
+def test_segment_correct_finetune_with_classes(make_napari_viewer, small_sample, adapters, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(small_sample.image, name="H&E")
+    segment = _dock(viewer, SEGMENT)
+    result = _segment_and_correct(
+        viewer, segment, small_sample, qtbot, task="t2", class_name="lymphocyte"
+    )
+    assert result.name == "SAMPO T2 lymphocyte"
+    # the user fills the class of the nuclei they painted (the layer's features table)
+    ids = [1000 + k for k in range(8)]
+    result.features = {
+        "index": ids,
+        "class": ["lymphocyte" if k % 2 else "epithelial" for k in range(8)],
+    }
+
+    widget = _dock(viewer, WIDGET)
+    assert _same(widget.labels_combo.current_layer(), result)
+    assert widget.class_combo.currentData() == "column:class"  # a filled column is picked
+    _quick(widget, task="both", steps=2)
+    bundle = _train(qtbot, widget)
+    meta = json.loads((bundle / "sampo_bundle.json").read_text())
+    assert meta["task"] == "both"
+    assert meta["class_names"] == {"1": "epithelial", "2": "lymphocyte"}
+
+
+@pytest.mark.viewer
+def test_continue_from_an_adapter(make_napari_viewer, small_sample, adapters, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(small_sample.image, name="H&E")
+    viewer.add_labels(small_sample.inst, name="nuclei")
+    widget = _dock(viewer, WIDGET)
+    _quick(widget, steps=2)
+    widget.name_edit.setText("first")
+    first = _train(qtbot, widget)
+    start = widget.fields["model"]
+    index = start.findData(f"adapter:{first}")
+    assert index >= 0 and "adapter: first (tiny" in start.itemText(index)
+    assert start.currentData() == "tiny"  # the choice is kept
+
+    start.setCurrentIndex(index)  # the user picks the adapter in 'Start from'
+    assert "Continues 'first'" in widget.model_note.text()
+    assert not widget.fields["image_size"].isEnabled()
+    widget.name_edit.setText("second")
+    second = _train(qtbot, widget)
+    meta = json.loads((second / "sampo_bundle.json").read_text())
+    assert meta["config"]["init_adapter"] == str(first)
+    assert meta["kind"] == "full" and meta["base_checkpoint"].endswith("first/base.pth")
+    assert json.loads((first / "sampo_bundle.json").read_text())["name"] == "first"  # kept
+    assert widget.select_start("tiny") and start.currentData() == "tiny"
+    assert widget.fields["image_size"].isEnabled()
+
+
+@pytest.mark.viewer
+def test_defaults_and_models_that_cannot_run(make_napari_viewer, sample, adapters):
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="H&E")
+    viewer.add_labels(sample.inst, name="nuclei")
+    widget = _dock(viewer, WIDGET)
+    start = widget.fields["model"]
+    assert start.currentData() == "nuclei-small"  # nothing downloaded: the shipped model
+    texts = [start.itemText(i) for i in range(start.count())]
+    assert "nuclei-small — shipped" in texts
+    assert "vit_b — not downloaded (375 MB)" in texts and "tiny — random weights" in texts
+    assert "small — random weights" in texts and texts[-1] == "Adapter from folder…"
+    assert not widget.download_button.isEnabled()
+
+    widget.set_value("model", "vit_b")
+    assert widget.download_button.isEnabled()
+    widget.set_value("device", "cpu")
+    assert not widget.start()
+    text = widget.status_label.text()
+    assert "vit_b is not downloaded" in text and "'Download' next to 'Start from'" in text
+    assert "--" not in text
+
+    # small has no pretrained weights: the dock trains every weight instead of refusing
+    widget.set_value("model", "small")
+    assert "every weight" in widget.model_note.text()
+    config = widget.build_config(str(adapters / "x"), "x", 0.25, "nuclei")
+    assert config.model == "small" and config.full
+    config.validate()
+
+
+@pytest.mark.viewer
+def test_both_docks_fit_a_1080px_screen(make_napari_viewer, sample):
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="H&E")
+    viewer.add_labels(sample.inst, name="nuclei")
+    segment = _dock(viewer, SEGMENT)
+    finetune = _dock(viewer, WIDGET)
+    QApplication.processEvents()
+    heights = [w.sizeHint().height() for w in (segment, finetune)]
+    minimums = [w.minimumSizeHint().height() for w in (segment, finetune)]
+    assert max(heights) <= 700, heights
+    # stacked in one dock area, under napari's menu bar and the two dock titles
+    assert sum(minimums) <= 900, minimums
+    finetune.options_section.expand(animate=False)
+    QApplication.processEvents()
+    assert finetune.sizeHint().height() <= 950
 
 
 @pytest.mark.viewer
@@ -148,3 +349,36 @@ def test_classes_from_table():
     assert cls.tolist() == [[0, 2, 0], [1, 1, 0]]
     cls, names = classes_from_table(inst, [1, 2, 3], [2, 0, 1])
     assert names == {1: "class 1", 2: "class 2"} and cls.tolist() == [[0, 2, 0], [1, 1, 0]]
+    # a T1 Segment result's class column: every value "" (issue #19: crashed with int(""))
+    cls, names = classes_from_table(inst, [1, 2, 3], ["", "", ""])
+    assert names == {} and not cls.any()
+    cls, names = classes_from_table(inst, [1, 2, 3], ["", float("nan"), " x "])
+    assert names == {1: "x"} and cls.tolist() == [[0, 0, 0], [1, 1, 0]]
+    cls, names = classes_from_table(inst, [1, 2, 3], [2.0, float("nan"), 1.0])
+    assert names == {1: "class 1", 2: "class 2"} and cls.tolist() == [[0, 2, 0], [1, 1, 0]]
+
+
+def test_engine_messages_name_the_docks_controls():
+    from napari_sampo._qt_common import gui_text
+    from napari_sampo._widget_finetune import CONTROLS
+
+    text = gui_text(
+        "CUDA ran out of memory at batch size 2, input 224 px; use a smaller --batch-size or "
+        "--image-size",
+        CONTROLS,
+        model="Start from",
+    )
+    assert text.endswith(
+        "'Batch size' under 'More options' or 'Input size (px)' under 'More options'"
+    )
+    text = gui_text(
+        "adapter x does not fit this model: it was trained on vit_b, not tiny. Use the matching "
+        "--model/--image-size/--checkpoint, or another adapter.",
+        CONTROLS,
+        model="Start from",
+    )
+    assert text.endswith("Choose another adapter, or its base model, in 'Start from'.")
+    assert gui_text("--lora-rank must be ≥ 1 (or train every weight with --full)", CONTROLS) == (
+        "'LoRA rank' under 'More options' must be ≥ 1"
+    )
+    assert gui_text("use --unknown-flag") == "use --unknown-flag"  # no control: left as it is

@@ -35,6 +35,7 @@ def _centres(sample, n: int, cls: int | None = None) -> np.ndarray:
 @pytest.fixture
 def setup(make_napari_viewer, sample, tmp_path, monkeypatch):
     monkeypatch.setenv("SAMPO_ADAPTER_DIR", str(tmp_path / "adapters"))
+    monkeypatch.setenv("SAMPO_CACHE_DIR", str(tmp_path / "cache"))  # nothing downloaded
     viewer = make_napari_viewer()
     image = viewer.add_image(sample.image, name="H&E")
     _, widget = viewer.window.add_plugin_dock_widget("napari-sampo", WIDGET)
@@ -86,7 +87,9 @@ def test_t1_t2_runs_keep_the_viewer_live_and_reuse_embeddings(setup, sample, qtb
     calls = widget._predictor.encoder_calls
     assert calls > 0
 
-    # T2 with a class name: a second layer; the embeddings are reused (no encoder call)
+    # T2 with a class name: a second layer; the embeddings are reused (no encoder call). T2 is
+    # made by nucleus (the default): the random model's nuclei stand in by the true ones
+    widget._predictor.nuclei_from_labels(sample.inst, embeddings=False)
     widget.task_combo.setCurrentIndex(widget.task_combo.findData("t2"))
     widget.class_combo.setCurrentText("lymphocyte")
     _run(qtbot, widget)
@@ -209,21 +212,272 @@ def test_worker_errors_are_reported_and_the_widget_recovers(
     viewer, _, widget = setup
     _click(widget, sample, negative=False)
 
-    # a user-facing error (no weights downloaded) is a message, not a traceback
-    monkeypatch.setenv("SAMPO_CACHE_DIR", str(tmp_path / "empty-cache"))
+    # a model that is not downloaded is refused before any work, in the dock's words
     widget.select_model("vit_b")
+    assert not widget.segment()
+    assert "vit_b is not downloaded: press 'Download' next to 'Model'" in widget.last_error
+    assert "--" not in widget.last_error and not widget.running
+
+    # a user-facing error inside the worker is a message, not a traceback
+    from sampo_engine.errors import CheckpointError
+
+    def missing(*args, **kwargs):
+        raise CheckpointError(
+            "no vit_b checkpoint found (looked for x); run `sampo-engine weights download "
+            "vit_b` or pass --checkpoint FILE"
+        )
+
+    load_model = TilePredictor._load_model
+    monkeypatch.setattr(TilePredictor, "_load_model", missing)
+    widget.select_model("tiny")
     _run(qtbot, widget)
-    assert "sampo-engine weights download" in widget.last_error
+    assert "choose vit_b in 'Model' and press 'Download'" in widget.last_error
+    assert "--checkpoint" not in widget.last_error
+    monkeypatch.setattr(TilePredictor, "_load_model", load_model)
 
     # a bug inside the worker: napari shows it, the viewer and the widget carry on
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(TilePredictor, "predict", boom)
-    widget.select_model("tiny")
+    widget._predictor = None
     with qtbot.capture_exceptions() as raised:  # napari re-raises it for its error dialog
         _run(qtbot, widget)
     assert [type(e[1]).__name__ for e in raised] == ["WorkerCrash"]
     assert "RuntimeError: boom" in widget.status_label.text()
     assert widget.segment_button.isEnabled() and not widget.running
     assert "SAMPO T1 nuclei" not in viewer.layers
+
+
+def test_prompts_stay_above_the_result(setup, sample, qtbot):
+    viewer, image, widget = setup
+    points = _click(widget, sample, negative=False)
+    other = viewer.add_labels(np.zeros(sample.inst.shape, np.int32), name="mine")
+    _run(qtbot, widget)
+    names = [layer.name for layer in viewer.layers]
+    assert names.index("SAMPO T1 nuclei") < names.index(points.name)
+    assert names.index("H&E") < names.index("SAMPO T1 nuclei")
+    assert names.index("mine") < names.index(points.name)  # other layers keep their order
+    assert viewer.layers.selection.active.name == points.name
+    # the next run on the same layer keeps the order as it is
+    points.add([[200.0, 200.0]])
+    _run(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == names
+    assert other in viewer.layers
+
+
+def test_default_model_runs_here_and_every_model_is_listed(setup):
+    _, _, widget = setup
+    combo = widget.model_combo
+    widget.refresh_models()
+    texts = [combo.itemText(i) for i in range(combo.count())]
+    for text in (
+        "nuclei-small — shipped",
+        "vit_b — not downloaded (375 MB)",
+        "vit_l — not downloaded (1.2 GB)",
+        "vit_h — not downloaded (2.6 GB)",
+        "tiny — random weights",
+        "small — random weights",
+    ):
+        assert text in texts
+    assert texts[-1] == "Adapter from folder…"
+    assert combo.itemData(texts.index("vit_b — not downloaded (375 MB)"), 3)  # a tooltip
+
+
+def test_fresh_dock_defaults_to_a_usable_model(make_napari_viewer, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMPO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAMPO_ADAPTER_DIR", str(tmp_path / "adapters"))
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sampo", WIDGET)
+    # offline, nothing downloaded: the model shipped inside the package
+    assert widget.model_combo.currentData() == "base:nuclei-small"
+    assert not widget.download_button.isEnabled()
+    widget.select_model("vit_b")
+    assert widget.download_button.isEnabled()
+
+
+def test_first_clicks_on_the_real_sample_give_nuclei_without_a_download(
+    make_napari_viewer, tmp_path, monkeypatch, qtbot
+):
+    """A new user, offline: open the real H&E sample, click three nuclei, Segment (issue #19)."""
+    monkeypatch.setenv("SAMPO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAMPO_ADAPTER_DIR", str(tmp_path / "adapters"))
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-sampo", "brca_he")
+    image, dots = viewer.layers[0], viewer.layers[1]
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sampo", WIDGET)
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    assert widget.image_combo.current_layer() is image
+    points = widget.prompts_layer(create=True)
+    points.add(dots.data[:3])  # three nuclei the experts marked
+    _run(qtbot, widget)
+    assert widget.last_error is None, widget.last_error
+    result = viewer.layers["SAMPO T1 nuclei"]
+    assert widget.last_prediction.num_nuclei > 100
+    rows, cols = np.round(dots.data).astype(int).T
+    assert (result.data[rows, cols] > 0).mean() > 0.5  # most expert dots lie in a nucleus
+
+
+@pytest.fixture
+def fake_vit_b(tmp_path, monkeypatch):
+    """vit_b's registry entry pointing at a small local file served through file://."""
+    import hashlib
+
+    from sampo_engine import weights
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    payload = np.random.default_rng(0).bytes(300_000)
+    (mirror / "fake_vit_b.pth").write_bytes(payload)
+    info = weights.CheckpointInfo(
+        "vit_b", "fake_vit_b.pth", hashlib.sha256(payload).hexdigest(), len(payload)
+    )
+    monkeypatch.setitem(weights.CHECKPOINTS, "vit_b", info)
+    monkeypatch.setenv("SAMPO_WEIGHTS_BASE_URL", mirror.as_uri())
+    return info
+
+
+def test_download_button_fetches_the_checkpoint(setup, fake_vit_b, tmp_path, qtbot, monkeypatch):
+    _, _, widget = setup
+    widget.refresh_models()
+    widget.select_model("vit_b")
+    assert widget.model_combo.currentText() == "vit_b — not downloaded (300 kB)"
+    button = widget.download_button
+    assert button.isEnabled()
+    button.click()
+    assert button.running
+    qtbot.waitUntil(lambda: not button.running, timeout=TIMEOUT_MS)
+    assert (tmp_path / "cache" / "checkpoints" / "fake_vit_b.pth").is_file()
+    assert widget.model_combo.currentData() == "base:vit_b"
+    assert widget.model_combo.currentText() == "vit_b — downloaded"
+    assert "vit_b downloaded" in widget.status_label.text()
+    assert not button.isEnabled()  # nothing left to download
+
+
+def test_download_offline_fails_with_what_to_do(setup, fake_vit_b, tmp_path, qtbot, monkeypatch):
+    _, _, widget = setup
+    monkeypatch.setenv("SAMPO_WEIGHTS_BASE_URL", (tmp_path / "unreachable").as_uri())
+    widget.refresh_models()
+    widget.select_model("vit_b")
+    widget.download_button.click()
+    qtbot.waitUntil(lambda: not widget.download_button.running, timeout=TIMEOUT_MS)
+    text = widget.status_label.text()
+    assert text.startswith("Could not download vit_b: cannot reach")
+    assert "Offline? Copy fake_vit_b.pth" in text and str(tmp_path / "cache") in text
+    assert "run the command" not in text
+    assert widget.model_combo.currentText() == "vit_b — not downloaded (300 kB)"
+    assert widget.download_button.isEnabled()  # try again later
+    assert not (tmp_path / "cache" / "checkpoints" / "fake_vit_b.pth").exists()
+
+
+def test_offered_adapter_can_be_declined(setup, tmp_path, qtbot):
+    from sampo_engine.data.synthetic import make_synthetic_dataset
+    from sampo_engine.train.config import TrainConfig
+    from sampo_engine.train.trainer import Trainer
+
+    _, _, widget = setup
+    out = tmp_path / "adapters" / "fresh"
+    config = TrainConfig(
+        data="generated", out=str(out), model="tiny", full=True, task="t1", epochs=1,
+        max_steps=1, batch_size=1, eval_crops=1, device="cpu", name="fresh",
+    )  # fmt: skip
+    Trainer(config, dataset=make_synthetic_dataset(2, 224, seed=0), log=lambda *_: None).run()
+    assert widget.offer_adapter(out, "'fresh' (held-out T1 Dice 0.123)")
+    assert widget.offer_box.isVisibleTo(widget)
+    assert "'fresh' (held-out T1 Dice 0.123)" in widget.offer_label.text()
+    assert widget.model_combo.currentData() == "base:tiny"
+    widget.dismiss_offer_button.click()
+    assert not widget.offer_box.isVisibleTo(widget)
+    assert widget.model_combo.currentData() == "base:tiny"
+    index = widget.model_combo.findData(f"adapter:{out}")
+    assert index >= 0 and "T1 Dice" in widget.model_combo.itemText(index)
+
+
+def test_download_job_cancels_and_keeps_nothing(fake_vit_b, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from napari_sampo._workers import Failure, Progress, download_job, guarded
+    from sampo_engine import weights
+
+    monkeypatch.setenv("SAMPO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "CHUNK", 10_000)
+    real_download = weights.download_checkpoint
+
+    def slow_download(model, progress=None, **kwargs):  # a slow network: the click comes first
+        def report(done, total):
+            progress(done, total)
+            time.sleep(0.05)
+
+        return real_download(model, progress=report, **kwargs)
+
+    monkeypatch.setattr(weights, "download_checkpoint", slow_download)
+    stop = threading.Event()
+    job = guarded(download_job("vit_b", stop))
+    seen = []
+    try:
+        while True:
+            item = next(job)
+            seen.append(item)
+            if isinstance(item, Progress) and item.done:
+                stop.set()  # the user clicks the button again
+    except StopIteration as end:
+        result = end.value
+    assert isinstance(result, Failure) and result.cancelled
+    assert any(p.total == 300 for p in seen)  # kB
+    folder = tmp_path / "cache" / "checkpoints"
+    assert not folder.exists() or not any(folder.iterdir())  # no partial file
+
+
+def test_t2_by_nucleus_colours_probability_and_rethresholds_live(setup, sample, qtbot, tmp_path):
+    import csv
+
+    from napari.utils.colormaps import DirectLabelColormap
+
+    viewer, _, widget = setup
+    assert widget.t2_mode_combo.currentData() == "exemplar"  # the default: measured best
+    points = widget.prompts_layer(create=True)
+    points.add(_centres(sample, 3, cls=1))  # three lymphocytes ...
+    widget.toggle_polarity()
+    points.add(_centres(sample, 2, cls=2))  # ... and two epithelial nuclei as negatives
+    points.add(_centres(sample, 1, cls=3))
+    widget.toggle_polarity()
+    widget.task_combo.setCurrentIndex(widget.task_combo.findData("t2"))
+    _run(qtbot, widget)  # the first run embeds the image (and segments T1 with the model)
+    widget._predictor.nuclei_from_labels(sample.inst, embeddings=False)
+    _run(qtbot, widget)
+    assert widget.last_error is None
+    prediction = widget.last_prediction
+    layer = viewer.layers["SAMPO T2 same type"]
+    nucleus = prediction.nucleus
+    assert nucleus is not None and not widget.threshold_row.isHidden()
+    ids = np.unique(layer.data)[1:]
+    truth = {i: np.bincount(sample.cls[sample.inst == i]).argmax() for i in ids}
+    assert np.mean([truth[i] == 1 for i in ids]) > 0.8  # mostly lymphocytes
+    # each nucleus is coloured by its probability
+    assert isinstance(layer.colormap, DirectLabelColormap)
+    colors = layer.colormap.color_dict
+    p = dict(zip(nucleus.ids.tolist(), nucleus.probability.tolist()))
+    lo, hi = min(ids, key=p.get), max(ids, key=p.get)
+    if p[hi] - p[lo] > 0.2:
+        assert not np.allclose(colors[int(lo)], colors[int(hi)])
+    # the slider re-thresholds from the stored probabilities: no model call
+    calls = widget._predictor.encoder_calls
+    before = len(ids)
+    widget.threshold_row.slider.setValue(95)
+    after = np.unique(layer.data)[1:]
+    assert len(after) <= before and all(p[i] >= 0.95 for i in after)
+    assert f"p ≥ 0.95" in widget.count_label.text()
+    widget.threshold_row.slider.setValue(5)
+    assert len(np.unique(layer.data)) - 1 >= before
+    assert widget._predictor.encoder_calls == calls
+    # the exports carry each nucleus' probability
+    widget.threshold_row.slider.setValue(50)
+    paths = widget.export(tmp_path / "t2")
+    with open([q for q in paths if q.suffix == ".csv"][0]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(0.5 <= float(r["probability"]) <= 1 for r in rows)
+    # a click on background is named in the status line, not silently ignored
+    points.add([[2.0, 440.0]])
+    _run(qtbot, widget)
+    assert "is on background" in widget.status_label.text()

@@ -59,6 +59,9 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     scenario: str = "debris"  # what the user corrects: "debris" (T1) or "t2-class"
     debris: float = 3.0  # pigment deposits per 10,000 px² on the user's tiles ("debris")
+    # torch CPU threads of every training (0 = auto, as the CLI: the free cores). The thread
+    # count changes floating-point paths, so an exact rerun of a table needs the same count.
+    threads: int = 0
 
     @property
     def query_task(self) -> str:
@@ -99,6 +102,7 @@ def _train(
         seed=seed,
         device="cpu",
         overwrite=True,
+        threads=cfg.threads,
         **extra,
     )
     trainer = Trainer(config, dataset=dataset, log=lambda *a, **k: None)
@@ -230,7 +234,6 @@ def run_study(cfg: StudyConfig, out: Path, log=print) -> dict:
     from sampo_engine.train.corrections_loss import record_logliks
 
     t0 = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     train_data = make_synthetic_dataset(cfg.train_images, cfg.image_size, seed=100)
     base = _train(
         cfg,
@@ -370,6 +373,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--debris", type=float, default=defaults.debris, help="pigment deposits per 10,000 px²"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help="torch CPU threads per training (0 = auto; docs/corrections.md's tables: 2, or 1 "
+        "where it says so)",
     )
     args = parser.parse_args(argv)
     cfg = StudyConfig(

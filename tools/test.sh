@@ -7,7 +7,8 @@
 #   2. a virtual environment in .venv (created with python3 -m venv when missing);
 #   3. pip install -e ".[testing]" - skipped when pyproject.toml has not changed since the last
 #      successful install (set SAMPO_REINSTALL=1 to force it);
-#   4. python -m pytest -q "$@" - pytest-xvfb starts Xvfb for the napari viewer tests.
+#   4. python -m pytest -q --durations=15 "$@" - pytest-xvfb starts Xvfb for the napari viewer
+#      tests; OMP_WAIT_POLICY=PASSIVE unless set (idle torch threads sleep: fast on busy CI).
 # Exits with pytest's status.
 #
 # Environment: PYTHON (interpreter for a new .venv, default python3), VENV (default .venv),
@@ -91,4 +92,11 @@ if [[ -z "${DISPLAY:-}" ]] && ! command -v Xvfb >/dev/null 2>&1; then
     say "no DISPLAY and no Xvfb: falling back to QT_QPA_PLATFORM=offscreen (viewer tests may fail)"
     export QT_QPA_PLATFORM="${QT_QPA_PLATFORM:-offscreen}"
 fi
-exec python -m pytest -q "$@"
+# Idle OpenMP threads sleep instead of spinning (the engine's CLI does the same before torch
+# loads; see src/sampo_engine/utils/threads.py): on a busy CI machine spinning threads made
+# trainings inside the tests many times slower. A policy set by the caller is kept.
+if [[ -z "${OMP_WAIT_POLICY:-}" && -z "${GOMP_SPINCOUNT:-}" ]]; then
+    export OMP_WAIT_POLICY=PASSIVE
+fi
+# --durations=15: the slowest tests in every log, so a test that grows into a study is seen.
+exec python -m pytest -q --durations=15 "$@"

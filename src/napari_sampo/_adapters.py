@@ -15,8 +15,19 @@ from sampo_engine.train.bundle import BundleInfo, is_bundle, read_bundle
 
 ADAPTER_DIR_ENV = "SAMPO_ADAPTER_DIR"
 
-#: Base SAM architectures offered next to the adapters (``tiny``: random weights, tests/demos).
-BASE_MODELS = ("vit_b", "vit_l", "vit_h", "tiny")
+
+def score_text(metrics: dict | None, short: bool = False) -> str:
+    """The held-out score of a bundle's (or a run's) final metrics: ``held-out T1 Dice 0.850,
+    T2 Dice 0.422`` (``short``: ``T1 Dice 0.85, T2 Dice 0.42``); "" when nothing was held out."""
+    metrics = metrics or {}
+    parts = []
+    for key, name in (("t1_dice", "T1"), ("t2_dice", "T2")):
+        value = metrics.get(key)
+        if isinstance(value, int | float) and value == value:  # not None, not NaN
+            parts.append(f"{name} Dice {value:.2f}" if short else f"{name} Dice {value:.3f}")
+    if not parts:
+        return ""
+    return ", ".join(parts) if short else "held-out " + ", ".join(parts)
 
 
 def adapter_dir() -> Path:

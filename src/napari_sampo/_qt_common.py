@@ -4,6 +4,7 @@ and a status line that also notifies."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -270,3 +271,59 @@ def error_text(err: BaseException) -> str:
     if isinstance(err, SampoError) or type(err).__name__ == "WorkerCrash":
         return str(err)
     return f"{type(err).__name__}: {err}"
+
+
+# ------------------------------------------------------------------------------ messages
+
+#: CLI remedies in engine messages -> what a dock user does instead ({model}: the model control).
+_PHRASES = (
+    (
+        re.compile(r"run `sampo-engine weights download (\w+)` or pass --checkpoint FILE"),
+        r"choose \1 in '{model}' and press 'Download'",
+    ),
+    (
+        re.compile(r"Use the matching --model/--image-size/--checkpoint, or another adapter\."),
+        "Choose another adapter, or its base model, in '{model}'.",
+    ),
+    (
+        re.compile(r"pass the --out folder of a `sampo-engine train` run"),
+        "choose a folder holding sampo_bundle.json (made by 'Fine-tune on this layer')",
+    ),
+    (re.compile(r" \(or train every weight with --full\)"), ""),
+    (re.compile(r" and --resume\b"), " and start again"),
+)
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def gui_text(message: str, controls: dict[str, str] | None = None, model: str = "Model") -> str:
+    """An engine message in a dock's words: ``--flag`` becomes the dock's control for it.
+
+    ``controls`` maps CLI flags (``"--lora-rank"``) to control names (``"LoRA rank"``); CLI
+    remedies the dock has a control for are rephrased ("download or pass --checkpoint" becomes
+    "choose it in '<model>' and press 'Download'"). Flags without a control stay as they are.
+    """
+    text = message
+    for pattern, replacement in _PHRASES:
+        text = pattern.sub(replacement.replace("{model}", model), text)
+    controls = controls or {}
+    return _FLAG.sub(
+        lambda m: f"'{controls[m.group(0)]}'" if m.group(0) in controls else m.group(0), text
+    )
+
+
+def collapsible(title: str, widget: QWidget, parent: QWidget | None = None, expanded=False):
+    """A superqt ``QCollapsible`` section holding ``widget`` (collapsed unless ``expanded``)."""
+    from superqt import QCollapsible
+
+    section = QCollapsible(title, parent, expandedIcon="▾", collapsedIcon="▸")
+    section.setContentsMargins(0, 0, 0, 0)
+    layout = section.layout()
+    if layout is not None:
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+    section.addWidget(widget)
+    if expanded:
+        section.expand(animate=False)
+    else:
+        section.collapse(animate=False)
+    return section

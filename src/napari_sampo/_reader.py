@@ -17,6 +17,13 @@ zarr 3 and tifffile (checked with zarr 3.1, tifffile 2026.3):
 
 Only the first series of a file is read (for SVS: the slide pyramid, not the label or macro
 images; for OME-TIFF: the first image).
+
+Label images open as **Labels** layers, read into memory (so they can be painted): a 2-D
+integer (or boolean) TIFF without a pyramid whose name ends in ``_inst``, ``_class``,
+``_label(s)``, ``_mask(s)`` or ``_instances`` (the dataset layout of ``sampo-engine train``), or
+one whose pixels look like labels — judged on a central window of at most 1024 x 1024 px: piecewise
+constant (most pixels equal their right neighbour) with few distinct values (≤ 64) or with a
+zero background. RGB(A) images, pyramids and anything else stay images (lazy, as above).
 """
 
 from __future__ import annotations
@@ -26,8 +33,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 #: File name endings this reader accepts (compared in lower case).
 TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff")
+#: Name endings (before the suffix, lower case) of label images.
+LABEL_TAGS = ("_inst", "_class", "_label", "_labels", "_mask", "_masks", "_instances")
+#: A label-looking image without a tag: at most this many distinct values ...
+FEW_VALUES = 64
+#: ... and at least this fraction of pixels equal to their right neighbour (0.9 with a zero
+#: background and any number of values, as in an instance map).
+FLAT_FEW, FLAT_MANY = 0.5, 0.9
+#: The window the pixel test reads (px per side, centred).
+PROBE = 1024
+#: Larger label images stay lazy (read-only) instead of being read into memory.
+MAX_LABEL_PIXELS = 256_000_000
 
 PathLike = str | os.PathLike
 LayerData = tuple[Any, dict[str, Any], str]
@@ -49,10 +69,12 @@ def read_tiff(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
 
     Returns
     -------
-    list of (data, kwargs, "image")
-        One entry per file. ``data`` is a list of lazy arrays, largest level first, for a pyramid
-        (``kwargs["multiscale"] is True``), or one lazy array otherwise. Array axes are the file's
-        own order (for a slide: (Y, X) or (Y, X, S) with S = 3 or 4 samples, RGB(A)).
+    list of (data, kwargs, layer_type)
+        One entry per file. For an image (``"image"``): ``data`` is a list of lazy arrays,
+        largest level first, for a pyramid (``kwargs["multiscale"] is True``), or one lazy array
+        otherwise; axes are the file's own order (for a slide: (Y, X) or (Y, X, S) with S = 3 or
+        4 samples, RGB(A)). For a label image (``"labels"``, see the module docstring): a 2-D
+        integer numpy array (Y, X).
     """
     return [open_tiff_lazy(p) for p in _as_paths(path)]
 
@@ -61,14 +83,46 @@ def open_tiff_lazy(path: PathLike) -> LayerData:
     """Open the first series of one TIFF file lazily; see :func:`read_tiff`."""
     levels = tiff_levels(path)
     base = levels[0]
+    name = _layer_name(path)
+    if len(levels) == 1 and looks_like_labels(base, name):
+        data = base if _size(base.shape) > MAX_LABEL_PIXELS else np.asarray(base[...])
+        if data.dtype.kind == "b":
+            data = data.astype(np.uint8)
+        return data, {"name": name, "metadata": {"path": str(path)}}, "labels"
     kwargs: dict[str, Any] = {
-        "name": _layer_name(path),
+        "name": name,
         "rgb": len(base.shape) >= 3 and base.shape[-1] in (3, 4),
         "multiscale": len(levels) > 1,
         "metadata": {"path": str(path)},
     }
     data = levels if len(levels) > 1 else base
     return data, kwargs, "image"
+
+
+def looks_like_labels(array: Any, name: str = "") -> bool:
+    """True for a 2-D integer/boolean array that is a label image (see the module docstring).
+
+    Reads at most a central ``PROBE`` x ``PROBE`` window of ``array`` (lazy arrays decode only the
+    tiles it touches). A window of one value is undecided and counts as an image.
+    """
+    shape = tuple(array.shape)
+    dtype = np.dtype(array.dtype)
+    if len(shape) != 2 or not (np.issubdtype(dtype, np.integer) or dtype.kind == "b"):
+        return False
+    if name.lower().endswith(LABEL_TAGS):
+        return True
+    h, w = shape
+    r0, c0 = max(0, (h - PROBE) // 2), max(0, (w - PROBE) // 2)
+    window = np.asarray(array[r0 : r0 + PROBE, c0 : c0 + PROBE])
+    if window.shape[1] < 2:
+        return False
+    values = np.unique(window)
+    if values.size < 2:
+        return False
+    flat = float(np.mean(window[:, 1:] == window[:, :-1]))
+    if values.size <= FEW_VALUES and flat >= FLAT_FEW:
+        return True
+    return bool(values[0] == 0 and flat >= FLAT_MANY)
 
 
 def tiff_levels(path: PathLike) -> list[Any]:

@@ -107,31 +107,47 @@ def classes_from_map(inst: np.ndarray, class_map: np.ndarray) -> np.ndarray:
     return per_label[inst].astype(np.uint8)
 
 
+def _missing(value) -> bool:
+    """A features cell that means "no class": None, NaN, "", blanks, 0 or "0"."""
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return bool(np.isnan(value)) or value == 0
+    if isinstance(value, int | np.integer):
+        return value == 0
+    return str(value).strip() in ("", "0")
+
+
 def classes_from_table(inst: np.ndarray, label_ids, values) -> tuple[np.ndarray, dict[int, str]]:
     """(H, W) uint8 class map and class names from one value per label (a features column).
 
     ``values`` may be names (each distinct name becomes id 1, 2, ... in sorted order) or integer
-    class ids (names ``class <id>``). Missing values (None, NaN, "", 0) mean no class.
+    class ids (names ``class <id>``). Missing values (None, NaN, "", blanks, 0) mean no class; a
+    column of missing values only (a T1 Segment result's empty ``class`` column) gives an
+    all-zero map and no names.
     """
     label_ids = np.asarray(label_ids).astype(np.int64)
     values = list(values)
-    present = [v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
-    present = [v for v in present if v != "" and v != 0]
+    present = [
+        (int(label), v) for label, v in zip(label_ids, values, strict=False) if not _missing(v)
+    ]
     lookup: dict[int, int] = {}
-    if all(isinstance(v, (int, np.integer, float, np.floating)) for v in present):
-        names = {int(v): f"class {int(v)}" for v in present}
-        for label, v in zip(label_ids, values, strict=False):
-            if v is not None and not (isinstance(v, float) and np.isnan(v)) and int(v) > 0:
-                lookup[int(label)] = int(v)
+    numeric = all(
+        isinstance(v, int | np.integer | float | np.floating) and float(v) == int(v)
+        for _, v in present
+    )
+    if present and numeric:
+        names = {int(v): f"class {int(v)}" for _, v in present}
+        if any(k < 0 for k in names):
+            raise DataError("class ids must be 1-255 (0 or empty = no class)")
+        lookup = {label: int(v) for label, v in present}
     else:
-        unique = sorted({str(v) for v in present})
+        unique = sorted({str(v).strip() for _, v in present})
         ids = {name: k for k, name in enumerate(unique, start=1)}
         names = {k: name for name, k in ids.items()}
-        for label, v in zip(label_ids, values, strict=False):
-            if v is not None and str(v) in ids:
-                lookup[int(label)] = ids[str(v)]
+        lookup = {label: ids[str(v).strip()] for label, v in present}
     if any(k > 255 for k in names):
-        raise DataError("class ids must be 1-255")
+        raise DataError("class ids must be 1-255 (at most 255 class names)")
     top = int(max(int(inst.max(initial=0)), max(lookup, default=0))) + 1
     table = np.zeros(top, np.uint8)
     for label, cid in lookup.items():

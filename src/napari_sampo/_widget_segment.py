@@ -43,10 +43,12 @@ from qtpy.QtWidgets import (
 
 from napari_sampo._qt_common import (
     LayerCombo,
+    collapsible,
     device_combo,
     error_text,
     find_layer,
     follow_layers,
+    gui_text,
     layer_uid,
     set_combo_data,
     status_label,
@@ -59,14 +61,15 @@ if TYPE_CHECKING:
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 TASKS = (("t1", "T1 — all nuclei"), ("t2", "T2 — nuclei of the clicked type"))
+T2_MODES = (
+    ("exemplar", "nucleus (few-shot classifier)"),
+    ("decoder", "decoder (SAM reads the type)"),
+    ("hybrid", "both (mean per nucleus)"),
+)
 METADATA_KEY = "napari_sampo"
 LIVE_DELAY_MS = 400
-BASE_LABELS = {
-    "vit_b": "SAM vit_b",
-    "vit_l": "SAM vit_l",
-    "vit_h": "SAM vit_h",
-    "tiny": "tiny (random weights: tests, demos)",
-}
+#: CLI flags in engine messages -> this dock's controls (see ``_qt_common.gui_text``).
+CONTROLS = {"--model": "Model", "--adapter": "Model", "--device": "Device"}
 
 
 def _unwrap(obj):
@@ -173,17 +176,57 @@ class SegmentWidget(QWidget):
         )
         form.addRow("T2 class", self.class_combo)
 
-        self.model_combo = QComboBox(self)
-        self.model_combo.setToolTip(
-            "a base SAM (official weights, downloaded with `sampo-engine weights download`) or "
-            "an adapter trained with 'Fine-tune on this layer' / `sampo-engine train`"
-        )
-        form.addRow("Model", self.model_combo)
-        self.device_combo = device_combo(self)
-        form.addRow("Device", self.device_combo)
+        from napari_sampo._models import DownloadButton, ModelCombo
 
-        self.live_check = QCheckBox("Update on every point change", self)
-        layout.addWidget(self.live_check)
+        model_row = QHBoxLayout()
+        self.model_combo = ModelCombo(self.refresh_models, self)
+        self.model_combo.setToolTip(
+            "a base model (its state says whether it runs here: shipped, downloaded, random "
+            "weights, or not downloaded yet) or an adapter trained with 'Fine-tune on this layer'"
+        )
+        self.download_button = DownloadButton(self._base_to_download, self)
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.download_button)
+        form.addRow("Model", model_row)
+        # rarely changed settings, collapsed: both docks fit a 1080 px screen (issue #19)
+        options = QWidget(self)
+        options_form = QFormLayout(options)
+        options_form.setContentsMargins(0, 0, 0, 0)
+        self.device_combo = device_combo(options)
+        options_form.addRow("Device", self.device_combo)
+        self.live_check = QCheckBox("Update on every point change", options)
+        options_form.addRow(self.live_check)
+        self.t2_mode_combo = QComboBox(options)
+        for value, text in T2_MODES:
+            self.t2_mode_combo.addItem(text, value)
+        self.t2_mode_combo.setToolTip(
+            "how T2 picks the nuclei of the clicked type. By nucleus (default): every nucleus is "
+            "segmented, then classified from the clicked ones by size, shape, stain and the "
+            "model's features — it measured best (docs/exemplars.md). By the decoder: SAM reads "
+            "the type from the clicks. Both: the mean of the two per nucleus"
+        )
+        options_form.addRow("T2 by", self.t2_mode_combo)
+        self.options_section = collapsible("Options", options, self)
+
+        # a finished fine-tuning run is offered here, never switched to silently
+        self.offer_box = QWidget(self)
+        offer_layout = QVBoxLayout(self.offer_box)
+        offer_layout.setContentsMargins(0, 0, 0, 0)
+        self.offer_label = QLabel("", self.offer_box)
+        self.offer_label.setWordWrap(True)
+        offer_buttons = QHBoxLayout()
+        self.use_offer_button = QPushButton("Use it", self.offer_box)
+        self.use_offer_button.setToolTip("select the new adapter in 'Model'")
+        self.dismiss_offer_button = QPushButton("Keep current", self.offer_box)
+        offer_buttons.addWidget(self.use_offer_button)
+        offer_buttons.addWidget(self.dismiss_offer_button)
+        offer_layout.addWidget(self.offer_label)
+        offer_layout.addLayout(offer_buttons)
+        self.offer_box.setVisible(False)
+        self.offered_adapter: Path | None = None
+        layout.addWidget(self.offer_box)
+
+        layout.addWidget(self.options_section)
         buttons = QHBoxLayout()
         self.segment_button = QPushButton("Segment", self)
         self.cancel_button = QPushButton("Cancel", self)
@@ -195,22 +238,34 @@ class SegmentWidget(QWidget):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         layout.addWidget(self.progress_bar)
+        result_row = QHBoxLayout()
         self.count_label = QLabel("", self)
-        layout.addWidget(self.count_label)
+        self.count_label.setWordWrap(True)
+        self.export_button = QPushButton("Export…", self)
+        self.export_button.setToolTip("instance TIFF + QuPath GeoJSON + CSV of the result layer")
+        self.export_button.setEnabled(False)
+        result_row.addWidget(self.count_label, 1)
+        result_row.addWidget(self.export_button)
+        layout.addLayout(result_row)
+        from napari_sampo._nucleus_view import ThresholdRow
+
+        # T2 by nucleus: re-threshold the answer without recomputing (shown after such a run)
+        self.threshold_row = ThresholdRow(self)
+        self.threshold_row.setVisible(False)
+        self.threshold_row.changed.connect(self.apply_threshold)
+        layout.addWidget(self.threshold_row)
         self.status_label = status_label(self)
         self.status_label.setText(
             "Click a few nuclei on the prompts layer (T toggles positive/negative), then Segment."
         )
         layout.addWidget(self.status_label)
-        self.export_button = QPushButton("Export…", self)
-        self.export_button.setToolTip("instance TIFF + QuPath GeoJSON + CSV of the result layer")
-        self.export_button.setEnabled(False)
-        layout.addWidget(self.export_button)
         from napari_sampo._corrections import CorrectionsPanel  # corrections (issue #10)
 
         self.corrections_panel = CorrectionsPanel(self)
         self.corrections_panel.save_button.clicked.connect(self.save_correction)
-        layout.addWidget(self.corrections_panel)
+        # collapsed by default: both docks fit a 1080 px screen (issue #19)
+        self.corrections_section = collapsible("Corrections", self.corrections_panel, self)
+        layout.addWidget(self.corrections_section)
         # nothing is lost: unsaved edits are saved when the result layer is deleted, when this
         # dock closes and when napari quits
         self.viewer.layers.events.removing.connect(self._on_layer_removing)
@@ -233,6 +288,10 @@ class SegmentWidget(QWidget):
         self.export_button.clicked.connect(self._export_dialog)
         self.model_combo.activated.connect(self._on_model_activated)
         self.model_combo.currentIndexChanged.connect(self._refresh_classes)
+        self.model_combo.currentIndexChanged.connect(self.download_button.update_state)
+        self.download_button.finished.connect(self._on_download_finished)
+        self.use_offer_button.clicked.connect(self.accept_offer)
+        self.dismiss_offer_button.clicked.connect(self.dismiss_offer)
         self.task_combo.currentIndexChanged.connect(self._on_task_changed)
         self.points_combo.currentIndexChanged.connect(self._watch_points)
         self.live_check.toggled.connect(self._on_live_toggled)
@@ -327,10 +386,18 @@ class SegmentWidget(QWidget):
 
     # ------------------------------------------------------------------ models
     def refresh_models(self) -> None:
-        """List the base models and the adapters in the adapter folder (keeps the choice)."""
-        from napari_sampo._adapters import BASE_MODELS, list_adapters
+        """List every base model with its state and the adapters in the adapter folder.
+
+        Keeps the current choice; the first time (nothing chosen yet) selects
+        :func:`~sampo_engine.models.availability.default_model`, a model that runs here.
+        """
+        from napari_sampo._adapters import list_adapters
+        from napari_sampo._models import add_base_models
+        from sampo_engine.models.availability import default_model
 
         current = self.model_combo.currentData()
+        if current is None:
+            current = f"base:{default_model()}"
         extra = [
             _split(self.model_combo.itemData(i))
             for i in range(self.model_combo.count())
@@ -338,8 +405,7 @@ class SegmentWidget(QWidget):
         ]
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        for name in BASE_MODELS:
-            self.model_combo.addItem(BASE_LABELS.get(name, name), f"base:{name}")
+        add_base_models(self.model_combo, lambda name: f"base:{name}")
         for info in list_adapters():
             self._add_adapter_item(info, "adapter")
         for data in extra:
@@ -351,12 +417,12 @@ class SegmentWidget(QWidget):
         self.model_combo.setCurrentIndex(max(index, 0))
         self.model_combo.blockSignals(False)
         self._refresh_classes()
+        self.download_button.update_state()
 
     def _add_adapter_item(self, info, kind: str) -> None:
-        state = "" if info.complete else ", stopped early"
-        self.model_combo.addItem(
-            f"adapter: {info.name} ({info.model_type}{state})", f"{kind}:{info.path}"
-        )
+        from napari_sampo._models import adapter_label
+
+        self.model_combo.addItem(adapter_label(info), f"{kind}:{info.path}")
         self.model_combo.setItemData(
             self.model_combo.count() - 1, f"{info.path}", role=3
         )  # Qt.ToolTipRole
@@ -392,9 +458,78 @@ class SegmentWidget(QWidget):
         return True
 
     def select_model(self, name: str) -> None:
-        """Select a base model ('vit_b', 'vit_l', 'vit_h', 'tiny')."""
+        """Select a base model ('vit_b', 'vit_l', 'vit_h', 'tiny', ...)."""
         if not set_combo_data(self.model_combo, f"base:{name}"):
             raise ValueError(f"unknown base model {name!r}")
+
+    def _base_to_download(self) -> str | None:
+        """The base model the Download button would fetch: the chosen one, or an adapter's."""
+        kind, value = _split(self.model_combo.currentData())
+        if kind == "base":
+            return value
+        if kind in ("adapter", "picked"):
+            try:
+                from sampo_engine.train.bundle import read_bundle
+
+                return read_bundle(value).model_type
+            except Exception:  # noqa: BLE001 - the button just stays disabled
+                return None
+        return None
+
+    def _on_download_finished(self, name: str, ok: bool, message: str) -> None:
+        self.refresh_models()
+        if ok and _split(self.model_combo.currentData()) == ("base", name):
+            self._predictor = None  # the new weights replace the random or missing ones
+        self.status_label.setText(message)
+        if not ok:
+            self.last_error = message
+
+    # ------------------------------------------------------------------ adapter offer
+    def offer_adapter(self, path, summary: str = "") -> bool:
+        """Offer a newly trained adapter without selecting it: list it, and show "Use it" /
+        "Keep current" with its held-out score (``summary``) beside the current model's."""
+        from napari_sampo._adapters import score_text
+
+        path = Path(path)
+        self.refresh_models()
+        if self.model_combo.findData(f"adapter:{path}") < 0:
+            try:
+                self._add_adapter_path(path, "picked")
+            except Exception as err:  # noqa: BLE001 - shown to the user
+                self._report_error(error_text(err))
+                return False
+        kind, value = self._model_choice()
+        current = self.model_combo.currentText()
+        if kind == "adapter":
+            try:
+                from sampo_engine.train.bundle import read_bundle
+
+                score = score_text(read_bundle(value).metrics) or "no held-out score"
+                current += f" — {score}"
+            except Exception:  # noqa: BLE001 - the comparison is a convenience
+                pass
+        self.offered_adapter = path
+        self.offer_label.setText(
+            f"New adapter: {summary or path.name}.\nIn use now: {current}.\nUse the new one?"
+        )
+        self.offer_box.setVisible(True)
+        return True
+
+    def accept_offer(self) -> bool:
+        """Select the offered adapter ("Use it")."""
+        path, self.offered_adapter = self.offered_adapter, None
+        self.offer_box.setVisible(False)
+        if path is None:
+            return False
+        ok = self.select_adapter(path)
+        if ok:
+            self.status_label.setText(f"Now using {self.model_combo.currentText()}.")
+        return ok
+
+    def dismiss_offer(self) -> None:
+        """Keep the current model ("Keep current"); the new adapter stays in the list."""
+        self.offered_adapter = None
+        self.offer_box.setVisible(False)
 
     def _on_model_activated(self, index: int) -> None:
         if _split(self.model_combo.itemData(index))[0] == "browse":
@@ -406,7 +541,9 @@ class SegmentWidget(QWidget):
             if folder:
                 self.select_adapter(folder)
             else:
-                self.model_combo.setCurrentIndex(0)
+                from sampo_engine.models.availability import default_model
+
+                self.select_model(default_model())
 
     def _refresh_classes(self, *_: Any) -> None:
         data = _split(self.model_combo.currentData())
@@ -430,20 +567,42 @@ class SegmentWidget(QWidget):
     def _model_choice(self) -> tuple[str, str]:
         data = _split(self.model_combo.currentData())
         if data[0] not in ("base", "adapter", "picked"):
-            return ("base", "vit_b")
+            from sampo_engine.models.availability import default_model
+
+            return ("base", default_model())
         return ("base", data[1]) if data[0] == "base" else ("adapter", data[1])
 
     def predict_config(self):
-        """The :class:`PredictConfig` for the chosen model and device."""
+        """The :class:`PredictConfig` for the chosen model and device.
+
+        Refuses (ConfigError naming this dock's controls) a model that cannot run here: an
+        official checkpoint not downloaded yet, or an adapter whose base is missing.
+        """
+        from napari_sampo._models import base_needed_by, unusable_message
+        from sampo_engine.errors import ConfigError
+        from sampo_engine.models.availability import SHIPPED, model_state
         from sampo_engine.predict.predictor import PredictConfig
 
         kind, value = self._model_choice()
         device = self.device_combo.currentData()
         if kind == "base":
-            return PredictConfig(model=value, device=device)
+            problem = unusable_message(value, "Model")
+            if problem:
+                raise ConfigError(problem)
+            state = model_state(value)
+            checkpoint = str(state.path) if state.state == SHIPPED else ""
+            return PredictConfig(model=value, checkpoint=checkpoint, device=device)
         from sampo_engine.train.bundle import read_bundle
 
-        return PredictConfig(model=read_bundle(value).model_type, adapter=value, device=device)
+        info = read_bundle(value)
+        missing = base_needed_by(info)
+        if missing:
+            raise ConfigError(
+                f"adapter '{info.name}' needs the {missing} checkpoint, which is not here: "
+                f"press 'Download' next to 'Model' (it fetches {missing}), or choose another "
+                f"model in 'Model'"
+            )
+        return PredictConfig(model=info.model_type, adapter=value, device=device)
 
     # ------------------------------------------------------------------ running
     @property
@@ -453,6 +612,7 @@ class SegmentWidget(QWidget):
     def _report_error(self, message: str, notify: bool = True) -> None:
         from napari.utils.notifications import show_error
 
+        message = gui_text(message, CONTROLS)
         self.last_error = message
         self.status_label.setText(message)
         if notify:
@@ -506,6 +666,7 @@ class SegmentWidget(QWidget):
             class_name=self.class_combo.currentText().strip() if task == "t2" else "",
             predictor=self._predictor if same_model else None,
             predictor_image_key=self._predictor_image_key if same_model else None,
+            t2_mode=self.t2_mode_combo.currentData(),
         )
         if not same_model:
             self._predictor = None  # free the old model before loading another
@@ -629,6 +790,13 @@ class SegmentWidget(QWidget):
     def show_prediction(self, prediction, reused: bool = False):
         """Put a :class:`Prediction` into this widget's result layer for its task and class."""
         name = result_layer_name(prediction.task, prediction.class_name)
+        nucleus = getattr(prediction, "nucleus", None)
+        if nucleus is not None and prediction.task == "t2":
+            from napari_sampo._nucleus_view import threshold_labels
+
+            labels = threshold_labels(nucleus, self.threshold_row.value())
+            prediction.labels = labels
+            prediction.num_nuclei = int(np.count_nonzero(np.unique(labels)))
         labels = prediction.labels.astype(np.int32, copy=False)
         features = nuclei_features(labels, prediction.class_name)
         meta = {
@@ -656,8 +824,14 @@ class SegmentWidget(QWidget):
                 labels, name=name, features=features, metadata={METADATA_KEY: meta}, **kwargs
             )
             self._outputs[name] = (layer_uid(layer), layer.name)
+        self.threshold_row.setVisible(nucleus is not None and prediction.task == "t2")
+        if nucleus is not None and prediction.task == "t2":
+            from napari_sampo._nucleus_view import color_by_probability
+
+            color_by_probability(layer, nucleus)
         points = self.points_combo.current_layer()
-        if points is not None:  # keep the clicks on top of the result
+        if points is not None:  # keep the clicks on top of the result, and selected
+            self._raise_above(points, layer)
             self.viewer.layers.selection.active = points
         self.result_layer = layer
         self.last_prediction = prediction
@@ -675,8 +849,46 @@ class SegmentWidget(QWidget):
                 else f", image embedded in {prediction.encoder_seconds:.1f} s"
             )
             + "."
+            + "".join(f" Note: {m}." for m in getattr(prediction, "messages", None) or [])
         )
         return layer
+
+    def apply_threshold(self, threshold: float) -> bool:
+        """Re-threshold the last T2-by-nucleus answer at ``threshold`` in its result layer,
+        from the probabilities already computed (no model call). False when there is none."""
+        prediction = self.last_prediction
+        nucleus = getattr(prediction, "nucleus", None)
+        layer = self.result_layer
+        if nucleus is None or prediction.task != "t2" or layer is None:
+            return False
+        if self._our_layer(layer.name) is not layer:
+            return False  # renamed or removed by the user: never touch it
+        from napari_sampo._nucleus_view import threshold_labels
+
+        labels = threshold_labels(nucleus, threshold)
+        self._autosave_correction()  # edits of the previous answer are kept
+        layer.data = labels
+        layer.features = nuclei_features(labels, prediction.class_name)
+        prediction.labels = labels
+        prediction.num_nuclei = int(np.count_nonzero(np.unique(labels)))
+        self._start_correction_session(layer, labels, prediction)
+        label = "nucleus" if prediction.num_nuclei == 1 else "nuclei"
+        self.count_label.setText(
+            f"{prediction.num_nuclei} {label} ({prediction.class_name}) with p ≥ "
+            f"{threshold:.2f} in '{layer.name}'"
+        )
+        return True
+
+    def _raise_above(self, top, below) -> None:
+        """Move layer ``top`` just above layer ``below`` when it is under it (layer list order:
+        later = drawn on top). Other layers keep their order."""
+        layers = self.viewer.layers
+        try:
+            i, j = layers.index(top), layers.index(below)
+        except ValueError:
+            return
+        if i < j:
+            layers.move(i, j + 1)
 
     # ------------------------------------------------------------------ corrections (issue #10)
     def _start_correction_session(self, layer, labels: np.ndarray, prediction) -> None:
@@ -818,6 +1030,11 @@ class SegmentWidget(QWidget):
         ids = np.unique(labels[labels > 0]).tolist()
         label_classes = {int(i): 1 for i in ids} if class_name else None
         class_names = {1: class_name} if class_name else None
+        probability = None
+        nucleus = getattr(self.last_prediction, "nucleus", None)
+        if nucleus is not None and self.last_prediction.task == "t2":
+            known = nucleus.label_probability()  # painted (new) labels have none
+            probability = {int(i): known[int(i)] for i in ids if int(i) in known}
         image = self.image_combo.current_layer()
         pixels = None
         if image is not None:
@@ -835,6 +1052,7 @@ class SegmentWidget(QWidget):
                     labels,
                     class_names=class_names,
                     label_classes=label_classes,
+                    label_probability=probability,
                 ),
                 write_csv(
                     prefix.with_suffix(".csv"),
@@ -842,6 +1060,7 @@ class SegmentWidget(QWidget):
                     image=pixels,
                     class_names=class_names,
                     label_classes=label_classes,
+                    label_probability=probability,
                 ),
             ]
         except Exception as err:  # noqa: BLE001 - shown to the user

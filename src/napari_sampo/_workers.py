@@ -186,6 +186,7 @@ class SegmentRequest:
     class_name: str = ""  # T2: the class name written to the result ("" = the engine's default)
     predictor: Any = None  # the widget's cached TilePredictor for predictor_key, if any
     predictor_image_key: tuple | None = None
+    t2_mode: str = ""  # T2: decoder | exemplar | hybrid ("" = the config's)
 
 
 @dataclass
@@ -232,6 +233,8 @@ def segment_job(
     else:
         shape = layer_image_shape(request.image_layer)
     points_xy = TilePredictor.points_from_napari(request.points_rc)
+    if request.t2_mode:  # a cached predictor keeps its model; the mode is per run
+        predictor.config.t2_mode = request.t2_mode
     prediction = yield from call_with_progress(
         predictor.predict,
         "segmenting",
@@ -286,3 +289,27 @@ def training_job(config, dataset, stop: threading.Event) -> Generator[TrainUpdat
         last = event
         yield TrainUpdate(event, drain(), trainer.total_steps)
     return last
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def download_job(model: str, stop: threading.Event) -> Generator[Progress, None, Any]:
+    """Download the official checkpoint of ``model`` into the cache (verified, atomic).
+
+    Yields :class:`Progress` in kB (a GUI progress bar holds 32-bit ints; vit_h is 2.6 GB).
+    ``stop`` cancels between chunks: :class:`~sampo_engine.errors.Cancelled` is raised and the
+    partial file removed. Returns the checkpoint's path.
+    """
+    from sampo_engine.errors import Cancelled
+    from sampo_engine.weights import download_checkpoint
+
+    def run(progress, should_stop):
+        def report(done: int, total: int) -> None:
+            if should_stop():
+                raise Cancelled(f"download of {model} cancelled")
+            progress(-(-done // 1000), -(-total // 1000))
+
+        return download_checkpoint(model, progress=report)
+
+    return (yield from call_with_progress(run, f"downloading {model}", stop))

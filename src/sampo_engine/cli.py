@@ -1,7 +1,18 @@
 """``sampo-engine``: the command-line entry point.
 
 Parsing imports no torch or peft, so ``sampo-engine --help`` answers at once; each subcommand
-imports its heavy dependencies inside its ``run``.
+imports its heavy dependencies inside its ``run``, after checking the paths it was given (a
+missing data folder, adapter, image or checkpoint is refused in well under a second, not after
+the seconds torch takes to import).
+
+Before any command runs, :func:`main` asks OpenMP to let idle threads sleep
+(``OMP_WAIT_POLICY=PASSIVE``, unless the user set ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or
+``KMP_BLOCKTIME``). It must happen here: the OpenMP runtime reads the variable once, when torch
+is imported. By default a torch thread that finishes its share of an operator spins at the
+barrier; on a machine shared with other CPU-bound processes its team-mate waits in the run
+queue meanwhile: beside one other job a training step of the ``tiny`` model took 6.0 s with two
+spinning threads and 0.35 s with the same two threads sleeping (docs/performance.md, "Busy
+machines"; :mod:`sampo_engine.utils.threads` chooses the thread count of each job).
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ import sys
 from sampo_engine._version import __version__
 from sampo_engine.commands import COMMAND_MODULES
 from sampo_engine.errors import SampoError
+from sampo_engine.utils.threads import prefer_passive_wait
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,12 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _torch_threads() -> int | None:
+    """torch's intra-op thread count when torch is already imported (a caller in-process)."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
+    prefer_passive_wait()  # before anything imports torch: see the module docstring
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    threads = _torch_threads()
     try:
         return int(args._run(args) or 0)
     except SampoError as err:
@@ -47,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sampo-engine {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if threads is not None:  # called in-process: leave the caller's thread count as it was
+            sys.modules["torch"].set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sampo_engine._config import option
+from sampo_engine.errors import ConfigError
 
 
 @dataclass
@@ -28,9 +29,31 @@ class DemoConfig:
     )
     seed: int = option(0, "seed for data, training and prompts")
     device: str = option("auto", "auto = cuda, then mps, then cpu")
+    threads: int = option(
+        0,
+        "CPU threads for torch (0 = auto: the cores this process may use minus those other "
+        "processes keep busy, or OMP_NUM_THREADS when set)",
+    )
+
+    def check(self) -> None:
+        """Refuse impossible options before anything heavy is imported."""
+        from sampo_engine.commands import _checks
+
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ConfigError(f"--out {self.out} is a file; pass a folder for the demo's outputs")
+        if self.images < 2:
+            raise ConfigError(
+                f"--images {self.images}: the demo holds whole tiles out for validation, so it "
+                f"needs at least 2"
+            )
+        if self.epochs < 0:
+            raise ConfigError(f"--epochs must be ≥ 0 (0 = the model's default), got {self.epochs}")
+        _checks.device_name(self.device)
+        _checks.threads_count(self.threads)
 
 
 def run_demo(config: DemoConfig, progress_bar: bool = True):
+    config.check()
     from sampo_engine.data.folder import write_folder
     from sampo_engine.data.synthetic import make_synthetic_dataset
     from sampo_engine.train.bundle import is_bundle
@@ -66,6 +89,7 @@ def run_demo(config: DemoConfig, progress_bar: bool = True):
             val_fraction=0.15,
             eval_crops=48,
             device=config.device,
+            threads=config.threads,
             task="both",
             name="demo-tiny",
         )
@@ -81,6 +105,7 @@ def run_demo(config: DemoConfig, progress_bar: bool = True):
             val_fraction=0.15,
             eval_crops=48,
             device=config.device,
+            threads=config.threads,
             task="both",
             name="demo-vit_b",
         )

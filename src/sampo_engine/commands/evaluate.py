@@ -45,17 +45,46 @@ def add_parser(subparsers):
         metavar="DIR",
         help=field.metadata["help"],
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (0 = auto: the cores this process may use minus those other "
+        "processes keep busy, or OMP_NUM_THREADS when set) (default: 0)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
-def run(args) -> int:
-    from tqdm.auto import tqdm
+def check(config, threads: int = 0) -> None:
+    """Refuse an evaluation whose options or paths are wrong before torch is imported: the
+    options (``EvalConfig.validate``), the test data folder, every adapter bundle and the base
+    checkpoint."""
+    from sampo_engine.commands import _checks
 
-    from sampo_engine.eval.protocol import EvalConfig, run_evaluation
-    from sampo_engine.eval.report import fmt
+    config.validate()
+    _checks.dataset_folder(config.data)
+    for adapter in config.adapters or []:
+        _checks.adapter_bundle(adapter)
+    if config.checkpoint:
+        _checks.checkpoint_file(config.checkpoint)
+    _checks.device_name(config.device)
+    _checks.threads_count(threads)
+
+
+def run(args) -> int:
+    from sampo_engine.eval.protocol import EvalConfig
 
     config = dataclass_from_args(EvalConfig, args)
+    check(config, args.threads)  # before torch: a wrong path is refused at once
+
+    from tqdm.auto import tqdm
+
+    from sampo_engine.eval.protocol import run_evaluation
+    from sampo_engine.eval.report import fmt
+    from sampo_engine.utils.threads import configure_threads
+
+    configure_threads(args.threads)
     bar = None
 
     def progress(done: int, total: int, name: str) -> None:

@@ -42,8 +42,30 @@ def add_parser(subparsers):
         default=None,
         help="instead of running: merge the reports of finished grids (one per dataset) into --out",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (0 = auto: the cores this process may use minus those other "
+        "processes keep busy, or OMP_NUM_THREADS when set) (default: 0)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def check(config, threads: int = 0) -> None:
+    """Refuse a grid whose options or paths are wrong before torch is imported: the options
+    (``ExperimentsConfig.validate``), the train and test data folders, the base checkpoint."""
+    from sampo_engine.commands import _checks
+
+    config.validate()
+    if config.train_data:
+        _checks.dataset_folder(config.train_data, "--train-data")
+    if config.test_data:
+        _checks.dataset_folder(config.test_data, "--test-data")
+    if config.checkpoint:
+        _checks.checkpoint_file(config.checkpoint)
+    _checks.threads_count(threads)
 
 
 def run(args) -> int:
@@ -56,13 +78,20 @@ def run(args) -> int:
         print(f"report: {gather(args.gather, args.out)}")
         return 0
     config = dataclass_from_args(ExperimentsConfig, args)
+    check(config, args.threads)  # before torch: a wrong path is refused at once
     if args.quiet:
         log = print
     else:
         from tqdm.auto import tqdm
 
         log = tqdm.write
-    result = run_experiments(config, log=log, quiet=args.quiet)
+    if config.dry_run:
+        result = run_experiments(config, log=log, quiet=args.quiet)
+    else:
+        from sampo_engine.utils.threads import job_threads
+
+        with job_threads(args.threads):  # an explicit --threads holds for every run of the grid
+            result = run_experiments(config, log=log, quiet=args.quiet)
     if not config.dry_run:
         print(f"report:  {result.out / 'experiments.md'}")
         print(f"tables:  {result.out / 'experiments.json'}")

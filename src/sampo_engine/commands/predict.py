@@ -18,6 +18,9 @@ Points file: (x, y) = (column, row) in full-image pixels, pixel centres at integ
                      columns col/row or napari's axis-0 (row) / axis-1 (col) are read too)
   JSON: [{"x": 120, "y": 45, "positive": true}, ...]  or  {"points": [...]}
 At least one positive point; negatives are optional (at most 3 + 3 are used per tile).
+With --task classes the CSV names a class per click instead:  x,y,class
+  (e.g. 3 rows "lymphocyte", 3 rows "tumour", ...; at least two classes) and every nucleus of
+  the image gets one of them, with its probability (docs/exemplars.md).
 
 Outputs: PREFIX_labels.tif (instances, uint16/32), PREFIX.geojson (QuPath detections),
 PREFIX.csv (one row per nucleus). Existing outputs are kept unless --overwrite.
@@ -50,7 +53,11 @@ def add_parser(subparsers):
     parser.add_argument("image", help="image file: PNG, JPEG, TIFF (also multi-page, pyramidal)")
     parser.add_argument("--points", required=True, help="CSV or JSON file of clicks (see below)")
     parser.add_argument(
-        "--task", default="t1", choices=("t1", "t2"), help="t1 = all nuclei, t2 = the clicked type"
+        "--task",
+        default="t1",
+        choices=("t1", "t2", "classes"),
+        help="t1 = all nuclei, t2 = the clicked type, classes = every nucleus labelled with "
+        "one of the classes named in the points file",
     )
     parser.add_argument("--out", required=True, help="output prefix, e.g. results/tile01")
     parser.add_argument(
@@ -58,8 +65,29 @@ def add_parser(subparsers):
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (0 = auto: the cores this process may use minus those other "
+        "processes keep busy, or OMP_NUM_THREADS when set) (default: 0)",
+    )
     add_dataclass_arguments(parser, PredictConfig)
     return parser
+
+
+def check_paths(args, config) -> None:
+    """Refuse missing inputs before torch is imported: the image, the points file, the adapter
+    bundle, the base checkpoint (and a negative --threads)."""
+    from sampo_engine.commands import _checks
+
+    _checks.image_file(args.image)
+    _checks.points_file(args.points)
+    if config.adapter:
+        _checks.adapter_bundle(config.adapter)
+    if config.checkpoint:
+        _checks.checkpoint_file(config.checkpoint)
+    _checks.threads_count(args.threads)
 
 
 def _label_value(text: str, where: str) -> int:
@@ -88,27 +116,36 @@ def _pick(columns: list[str], names: tuple[str, ...]) -> str | None:
     return None
 
 
-def read_points_csv(path: Path):
-    import numpy as np
-
+def _csv_rows(path: Path):
+    """(header, [(line number, row dict), ...]) of a CSV file, blank rows skipped."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
-        cx, cy, cl = _pick(columns, X_NAMES), _pick(columns, Y_NAMES), _pick(columns, LABEL_NAMES)
-        missing = [n for n, c in (("x", cx), ("y", cy), ("positive", cl)) if c is None]
-        if missing:
-            raise DataError(
-                f"points file {path} lacks the column(s) {', '.join(missing)} (its header: "
-                f"{', '.join(c for c in columns if c) or 'none'}); write a header line "
-                f"'x,y,positive' with one click per row (positive = 1, negative = 0)"
-            )
-        pts, labels = [], []
-        for n, row in enumerate(reader, start=2):
-            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                continue
-            where = f"{path.name} line {n}"
-            pts.append((_number(row[cx], where), _number(row[cy], where)))
-            labels.append(_label_value(row[cl], where))
+        rows = [
+            (n, row)
+            for n, row in enumerate(reader, start=2)
+            if any((v or "").strip() for v in row.values() if isinstance(v, str))
+        ]
+    return columns, rows
+
+
+def read_points_csv(path: Path):
+    import numpy as np
+
+    columns, rows = _csv_rows(path)
+    cx, cy, cl = _pick(columns, X_NAMES), _pick(columns, Y_NAMES), _pick(columns, LABEL_NAMES)
+    missing = [n for n, c in (("x", cx), ("y", cy), ("positive", cl)) if c is None]
+    if missing:
+        raise DataError(
+            f"points file {path} lacks the column(s) {', '.join(missing)} (its header: "
+            f"{', '.join(c for c in columns if c) or 'none'}); write a header line "
+            f"'x,y,positive' with one click per row (positive = 1, negative = 0)"
+        )
+    pts, labels = [], []
+    for n, row in rows:
+        where = f"{path.name} line {n}"
+        pts.append((_number(row[cx], where), _number(row[cy], where)))
+        labels.append(_label_value(row[cl], where))
     return np.asarray(pts, np.float32).reshape(-1, 2), np.asarray(labels, np.int64)
 
 
@@ -170,6 +207,41 @@ def read_points(path: str | os.PathLike):
     return pts, labels
 
 
+def read_class_points(path: str | os.PathLike):
+    """(N, 2) float32 (x, y), (N,) int64 class index and the class names (in order of first
+    appearance) from a CSV ``x,y,class`` file (--task classes)."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"points file {path} not found; pass --points FILE (CSV x,y,class)")
+    columns, rows = _csv_rows(path)
+    cx, cy = _pick(columns, X_NAMES), _pick(columns, Y_NAMES)
+    cc = _pick(columns, ("class", "class_name", "classification", "name"))
+    if None in (cx, cy, cc):
+        raise DataError(
+            f"points file {path} needs the columns x, y and class for --task classes (its "
+            f"header: {', '.join(c for c in columns if c) or 'none'}); write 'x,y,class' "
+            f"with a class name per click"
+        )
+    pts, names = [], []
+    for n, row in rows:
+        where = f"{path.name} line {n}"
+        name = (row[cc] or "").strip()
+        if not name:
+            raise DataError(f"{where}: the class is empty; name the class of every click")
+        pts.append((_number(row[cx], where), _number(row[cy], where)))
+        names.append(name)
+    order = list(dict.fromkeys(names))
+    if len(order) < 2:
+        raise DataError(
+            f"points file {path} names {len(order)} class(es); --task classes needs clicks of "
+            f"at least two classes (use --task t2 for one type against the rest)"
+        )
+    classes = np.array([order.index(n) for n in names], np.int64)
+    return np.asarray(pts, np.float32).reshape(-1, 2), classes, order
+
+
 def output_paths(prefix: str) -> dict[str, Path]:
     base = Path(prefix)
     return {
@@ -206,6 +278,7 @@ def run(args) -> int:
 
     config = dataclass_from_args(PredictConfig, args)
     config.validate()
+    check_paths(args, config)  # before torch: a wrong path is refused at once
     if not args.out or Path(args.out).name in ("", ".", ".."):
         raise ConfigError(
             f"--out {args.out!r} is not a file prefix; pass e.g. --out results/tile01"
@@ -217,16 +290,29 @@ def run(args) -> int:
             f"output(s) exist: {', '.join(existing)}; pass --overwrite to replace them or "
             f"choose another --out prefix"
         )
+    import numpy as np
+
     from sampo_engine.utils.imageio import read_image
 
-    points, labels = read_points(args.points)
+    if args.task == "classes":
+        points, point_classes, names = read_class_points(args.points)
+        labels = np.ones(len(points), np.int64)
+    else:
+        points, labels = read_points(args.points)
     image = read_image(args.image, level=args.level)
     check_points(points, labels, image.shape[:2])  # refuse bad clicks before loading a model
 
+    from sampo_engine.utils.threads import configure_threads
+
+    configure_threads(args.threads)
     predictor = TilePredictor(config)
+    clicks = (
+        f"{len(points)} clicks of {len(names)} classes"
+        if args.task == "classes"
+        else f"{int((labels == 1).sum())} positive + {int((labels == 0).sum())} negative point(s)"
+    )
     print(
-        f"{Path(args.image).name}: {image.shape[1]} × {image.shape[0]} px, "
-        f"{int((labels == 1).sum())} positive + {int((labels == 0).sum())} negative point(s), "
+        f"{Path(args.image).name}: {image.shape[1]} × {image.shape[0]} px, {clicks}, "
         f"{predictor.model_type} at {predictor.image_size} px on {predictor.device}"
     )
     update, close = _bar("encode", args.quiet)
@@ -236,22 +322,25 @@ def run(args) -> int:
         close()
     update, close = _bar("decode", args.quiet)
     try:
-        result = predictor.predict(points, labels, task=args.task, progress=update)
+        if args.task == "classes":
+            result = predictor.classify(points, point_classes, names)
+        else:
+            result = predictor.predict(points, labels, task=args.task, progress=update)
     finally:
         close()
 
     from sampo_engine.predict.export import write_csv, write_geojson, write_instance_tiff
 
-    label_classes = class_names = None
-    if result.class_name:
-        ids = range(1, result.num_nuclei + 1)
-        label_classes = dict.fromkeys(ids, 1)
-        class_names = {1: result.class_name}
+    label_classes, class_names, label_probability = export_classes(result)
     for p in outputs.values():
         p.parent.mkdir(parents=True, exist_ok=True)
     write_instance_tiff(outputs["labels"], result.labels)
     write_geojson(
-        outputs["geojson"], result.labels, label_classes=label_classes, class_names=class_names
+        outputs["geojson"],
+        result.labels,
+        label_classes=label_classes,
+        class_names=class_names,
+        label_probability=label_probability,
     )
     write_csv(
         outputs["csv"],
@@ -259,13 +348,47 @@ def run(args) -> int:
         image=image,
         label_classes=label_classes,
         class_names=class_names,
+        label_probability=label_probability,
     )
-    print(
-        f"{result.num_nuclei} nuclei ({args.task.upper()}"
-        f"{', ' + result.class_name if result.class_name else ''}); tiles: {result.num_tiles}, "
-        f"{result.tiles_with_prompts} clicked, {result.tiles_propagated} propagated; "
-        f"{result.encoder_seconds + result.seconds:.1f} s"
-    )
+    for message in result.messages:
+        print(f"note: {message}")
+    if args.task == "classes":
+        counts = np.bincount(result.nucleus.classes, minlength=len(names))
+        what = ", ".join(f"{n} {name}" for n, name in zip(counts.tolist(), names))
+        print(f"{result.num_nuclei} nuclei: {what}; {result.seconds:.1f} s after encoding")
+    else:
+        print(
+            f"{result.num_nuclei} nuclei ({args.task.upper()}"
+            f"{', ' + result.class_name if result.class_name else ''}); tiles: "
+            f"{result.num_tiles}, {result.tiles_with_prompts} clicked, "
+            f"{result.tiles_propagated} propagated; {result.encoder_seconds + result.seconds:.1f} s"
+        )
     for kind, p in outputs.items():
         print(f"{kind:8s} {p}")
     return 0
+
+
+def export_classes(result):
+    """(label → class id, class id → name, label → probability) for the exports of a
+    :class:`~sampo_engine.predict.predictor.Prediction`; Nones where they do not apply.
+
+    Class ids start at 1 (0 is background in QuPath's and our class maps): with named
+    classes, class k of the prediction is id k + 1; a T1/T2 result with a class name is id 1.
+    """
+    import numpy as np
+
+    nucleus = result.nucleus
+    if nucleus is not None and result.task == "classes":
+        label_classes = {int(i): int(c) + 1 for i, c in zip(nucleus.ids, nucleus.classes)}
+        class_names = {k + 1: n for k, n in enumerate(nucleus.class_names)}
+        return label_classes, class_names, nucleus.label_probability()
+    if not result.class_name:
+        return None, None, None
+    ids = np.unique(result.labels)
+    ids = ids[ids > 0].tolist()
+    label_classes = dict.fromkeys(ids, 1)
+    probability = None
+    if nucleus is not None:
+        everything = nucleus.label_probability()
+        probability = {i: everything[i] for i in ids if i in everything}
+    return label_classes, {1: result.class_name}, probability

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from sampo_engine._config import add_dataclass_arguments, dataclass_from_args
 from sampo_engine.train.config import TrainConfig
@@ -33,9 +34,33 @@ def add_parser(subparsers):
     return parser
 
 
+def check(config: TrainConfig) -> None:
+    """Refuse a run whose options or paths are wrong before torch is imported (seconds saved
+    on every typo): the options (:meth:`TrainConfig.validate`), the data folders, the base
+    checkpoint (given, or the cached official one a pretrained model needs), the adapter to
+    continue from, the corrections folder, and whether --out can take the run."""
+    from sampo_engine.commands import _checks
+    from sampo_engine.models.loading import resolve_checkpoint
+
+    config.validate()
+    _checks.dataset_folders(config.data)
+    if config.checkpoint:
+        _checks.checkpoint_file(config.checkpoint)
+    if config.init_adapter:
+        _checks.adapter_bundle(config.init_adapter, "--init-adapter")
+    else:
+        resolve_checkpoint(config.model, config.checkpoint or None)  # official weights cached?
+    if config.corrections:
+        _checks.corrections_folder(config.corrections)
+    if os.environ.get("RANK", "0") == "0":  # distributed: rank 0 alone prepares --out
+        _checks.run_folder(config.out, config.resume, config.overwrite)
+
+
 def run(args) -> int:
+    config = dataclass_from_args(TrainConfig, args)
+    check(config)  # before torch: a wrong path is refused at once
+
     from sampo_engine.train.run import run_training
 
-    config = dataclass_from_args(TrainConfig, args)
     run_training(config, progress_bar=not args.quiet)
     return 0

@@ -53,6 +53,13 @@ def run(args) -> int:
             (r["model"], r["file"], _human(r["size"]), "yes" if r["cached"] else "no", r["path"])
             for r in rows
         ]
+        from sampo_engine.models.availability import SHIPPED, model_states
+
+        for state in model_states():  # weights that ship inside the package
+            if state.state == SHIPPED:
+                table.append(
+                    (state.name, state.path.name, _human(state.size or 0), "shipped", str(state.path))
+                )
         widths = [max(len(str(c)) for c in col) for col in zip(header, *table)]
         for line in (header, *table):
             print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())

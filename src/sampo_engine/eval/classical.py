@@ -151,3 +151,71 @@ class ClassicalFloor:
             done += len(batch)
             if progress is not None:
                 progress(done, len(queries))
+
+
+class ClassicalTilePredictor:
+    """The floor on whole images, with the slice of the
+    :class:`~sampo_engine.predict.predictor.TilePredictor` interface that
+    :func:`~sampo_engine.eval.whole.score_whole_images` uses.
+
+    T1: every hematoxylin nucleus of the image. T2, by ``config.t2_mode``: ``decoder`` (the
+    floor has no decoder: its own nearest-look rule, :func:`clicked_selection`) or
+    ``exemplar`` / ``hybrid`` (the few-shot classifier of
+    :mod:`~sampo_engine.predict.nucleus_classes` on the floor's nuclei, morphology and stain
+    only). It separates what the classifier gains from what a learned segmentation gains.
+    """
+
+    name = NAME
+
+    def __init__(self, tile: int = 224, overlap: int = 32):
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(
+            t2_mode="exemplar", classifier="logreg", class_threshold=0.5, snap_radius=6.0
+        )
+        self._tile, self._overlap = tile, overlap
+        self.tile_grid = None
+        self._image = self._inst = self._index = None
+
+    def set_image(self, image: np.ndarray) -> None:
+        from sampo_engine.predict.tiling import make_grid
+        from sampo_engine.utils.imageio import to_rgb_uint8
+
+        self._image = to_rgb_uint8(image)
+        self._inst = hematoxylin_instances(self._image)
+        self._index = None
+        h, w = self._image.shape[:2]
+        self.tile_grid = make_grid(h, w, self._tile, self._overlap)
+
+    def forget_nuclei(self) -> None:
+        self._index = None
+
+    def predict(self, points_xy, labels, task: str = "t1"):
+        from types import SimpleNamespace
+
+        from sampo_engine.predict.nucleus_classes import NucleiIndex, score_t2
+
+        inst = self._inst
+        nucleus = None
+        if task == "t1":
+            answer = inst
+        elif self.config.t2_mode == "decoder":
+            answer = np.where(clicked_selection(self._image, inst, points_xy, labels), inst, 0)
+        else:
+            if self._index is None:
+                self._index = NucleiIndex.build("classical", self._image, inst)
+            nucleus = score_t2(
+                self._index, points_xy, labels, "exemplar",
+                method=self.config.classifier, snap_radius=self.config.snap_radius,
+            )  # fmt: skip
+            keep = np.flatnonzero(nucleus.probability >= self.config.class_threshold)
+            answer = self._index.keep(keep)
+        return SimpleNamespace(
+            mask=answer > 0,
+            labels=answer,
+            num_tiles=len(self.tile_grid),
+            tiles_with_prompts=len(self.tile_grid),
+            tiles_propagated=0,
+            nucleus=nucleus,
+            messages=[] if nucleus is None else nucleus.messages,
+        )

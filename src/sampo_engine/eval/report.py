@@ -242,16 +242,56 @@ def _plots(metrics: dict, out: Path, log) -> dict[str, str]:
 def whole_image_table(metrics: dict) -> str | None:
     rows = []
     for e in metrics["methods"]:
-        for task, b in (e.get("whole_image") or {}).items():
+        blocks = e.get("whole_image") or {}
+        several = any(k.startswith("t2:") for k in blocks)
+        for task, b in blocks.items():
+            if several and task == "t2":
+                continue  # the same numbers as its 't2:<mode>' row
+            label = task.upper() if ":" not in task else f"T2 ({task.split(':', 1)[1]})"
             rows.append(
-                [e["name"], task.upper(), fmt(b["dice"]), fmt(b["iou"]),
-                 fmt(b.get("pq")), fmt(b.get("f1")),
+                [e["name"], label, fmt(b["dice"]), fmt(b["iou"]),
+                 fmt(b.get("pq")), fmt(b.get("f1")), fmt(b.get("class_f1")),
                  fmt(b["prompted_tile_share"], 0) + " %",
                  fmt(b["target_tile_share"], 0) + " %", str(b["n"])]
             )  # fmt: skip
     if not rows:
         return None
-    header = ["Method", "Task", "Dice", "IoU", "PQ", "F1", "prompted", "with target", "n"]
+    header = [
+        "Method", "Task", "Dice", "IoU", "PQ", "F1 (IoU>0.5)", "F1 (centroid)", "prompted",
+        "with target", "n",
+    ]  # fmt: skip
+    return _table(header, rows)
+
+
+def whole_image_class_table(metrics: dict) -> str | None:
+    """Per-class nucleus F1 (centroid matching) of every T2 mode on whole images."""
+    names = metrics.get("data", {}).get("class_names") or {}
+    classes: list[str] = []
+    for e in metrics["methods"]:
+        for task, b in (e.get("whole_image") or {}).items():
+            for c in (b.get("per_class") or {}):
+                if c not in classes:
+                    classes.append(c)
+    if not classes:
+        return None
+    classes.sort(key=lambda c: int(c))
+    rows = []
+    for e in metrics["methods"]:
+        blocks = e.get("whole_image") or {}
+        several = any(k.startswith("t2:") for k in blocks)
+        for task, b in blocks.items():
+            if "per_class" not in b or (several and task == "t2"):
+                continue
+            label = "T2" if ":" not in task else f"T2 ({task.split(':', 1)[1]})"
+            per = b["per_class"]
+            rows.append(
+                [e["name"], label]
+                + [
+                    f"{fmt(per[c]['class_f1'])} / {fmt(per[c]['dice'])}" if c in per else "–"
+                    for c in classes
+                ]
+            )
+    header = ["Method", "Task"] + [names.get(c, f"class {c}") for c in classes]
     return _table(header, rows)
 
 
@@ -330,6 +370,16 @@ def render_report(metrics: dict, plots: dict[str, str] | None = None) -> str:
             "whole-image mask, PQ and detection F1 of its instances; 'prompted' = share of tiles "
             "that got prompts, 'with target' = share holding a target nucleus.",
             whole_image_table(metrics),
+            None,
+        ),
+        (
+            "Whole images: per class (T2)",
+            "Nucleus F1 by centroid matching (HoVer-Net's classification F1 on the clicked class; "
+            f"radius {metrics.get('config', {}).get('match_radius', 12.0):g} px) / Dice, per "
+            "class and T2 mode. decoder = SAM's decoder reads the type from the clicks; "
+            "exemplar = every nucleus classified from the clicked ones (docs/exemplars.md); "
+            "hybrid = the mean of both per nucleus.",
+            whole_image_class_table(metrics),
             None,
         ),
         (

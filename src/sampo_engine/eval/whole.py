@@ -1,4 +1,4 @@
-"""Whole-image evaluation with the tiled predictor (beyond the paper's crops; DESIGN.md §3).
+"""Whole-image evaluation with the tiled predictor (beyond the paper's crops; docs/evaluation.md).
 
 For each test image and intent (T1, and T2 of every class the image holds), the seeded 3 + 3
 evaluation clicks are placed in ONE tile — the one holding the most target nuclei, as a user in
@@ -60,13 +60,24 @@ def score_whole_images(
     instances: bool = True,
     progress: Callable[[int], None] | None = None,
     slot_rule: str = "auto",
+    t2_modes: Sequence[str] = ("exemplar",),
+    match_radius: float = 12.0,
 ) -> list[dict]:
-    """One record per (image, intent): dice, iou, and pq / f1 when ``instances``."""
-    from sampo_engine.eval.metrics import get_fast_pq
-    from sampo_engine.eval.queries import dice_iou
-    from sampo_engine.predict.predictor import PredictConfig, TilePredictor
+    """One record per (image, intent[, T2 mode]): dice, iou, and pq / f1 when ``instances``.
 
-    predictor = TilePredictor(PredictConfig(device=device, slot_rule=slot_rule), model=model)
+    ``model`` is a loaded model, or a :class:`~sampo_engine.eval.classical.ClassicalFloor`
+    (whose whole-image T1 answer is every hematoxylin nucleus; T2 modes ``decoder`` = the floor's
+    own nearest-look rule, ``exemplar`` = the few-shot classifier on its nuclei). Every T2 intent
+    is answered in each of ``t2_modes`` from the same clicks; ``class_f1`` / ``class_precision``
+    / ``class_recall`` score the answer's nuclei against the true nuclei of the intent by
+    centroid within ``match_radius`` px (:mod:`~sampo_engine.eval.nucleus_match`; for T1 it is
+    the detection F1 of all nuclei).
+    """
+    from sampo_engine.eval.metrics import get_fast_pq
+    from sampo_engine.eval.nucleus_match import centroid_f1, label_centroids
+    from sampo_engine.eval.queries import dice_iou
+
+    predictor = _whole_image_predictor(model, device, slot_rule)
     rows = []
     for i in indices:
         sample = dataset[i]
@@ -82,45 +93,89 @@ def score_whole_images(
             clicks = one_tile_clicks(inst, cls, intent, boxes, seed, sample.name)
             if clicks is None:
                 continue
-            pred = predictor.predict(clicks[0], clicks[1], task=intent.task)
             target = target_mask(inst, cls, intent)
-            d, j = dice_iou(pred.mask, target)
-            row = {
-                "image": sample.name,
-                "task": intent.task,
-                "class_id": intent.class_id,
-                "dice": d,
-                "iou": j,
-                "tiles": pred.num_tiles,
-                "tiles_prompted": pred.tiles_with_prompts + pred.tiles_propagated,
-                "tiles_with_target": sum(count_targets(inst, cls, intent, b) > 0 for b in boxes),
-            }
-            if instances:
-                truth = np.where(target, inst, 0)
-                pq = get_fast_pq(truth, pred.labels)
-                row.update(pq=pq.pq, f1=pq.dq)
-            rows.append(row)
+            truth = np.where(target, inst, 0)
+            _, true_centroids = label_centroids(truth)
+            for mode in t2_modes if intent.task == "t2" else (None,):
+                if mode is not None:
+                    predictor.config.t2_mode = mode
+                pred = predictor.predict(clicks[0], clicks[1], task=intent.task)
+                d, j = dice_iou(pred.mask, target)
+                row = {
+                    "image": sample.name,
+                    "task": intent.task,
+                    "class_id": intent.class_id,
+                    "t2_mode": mode,
+                    "dice": d,
+                    "iou": j,
+                    "tiles": pred.num_tiles,
+                    "tiles_prompted": pred.tiles_with_prompts + pred.tiles_propagated,
+                    "tiles_with_target": sum(
+                        count_targets(inst, cls, intent, b) > 0 for b in boxes
+                    ),
+                }
+                if instances:
+                    pq = get_fast_pq(truth, pred.labels)
+                    row.update(pq=pq.pq, f1=pq.dq)
+                    match = centroid_f1(label_centroids(pred.labels)[1], true_centroids, match_radius)
+                    row.update(
+                        class_f1=match["f1"],
+                        class_precision=match["precision"],
+                        class_recall=match["recall"],
+                    )
+                rows.append(row)
+        predictor.forget_nuclei()
         if progress is not None:
             progress(1)
     return rows
 
 
+def _whole_image_predictor(model, device: str, slot_rule: str):
+    from sampo_engine.eval.classical import ClassicalFloor, ClassicalTilePredictor
+    from sampo_engine.predict.predictor import PredictConfig, TilePredictor
+
+    if isinstance(model, ClassicalFloor):
+        return ClassicalTilePredictor()
+    return TilePredictor(PredictConfig(device=device, slot_rule=slot_rule), model=model)
+
+
 def summarize_whole(rows: Sequence[dict]) -> dict:
-    """Mean scores per task: {'t1': {'dice': ..., 'iou': ..., 'pq': ..., 'n': ...}, ...}."""
+    """Mean scores per task: {'t1': {...}, 't2': {...}, ...}; with several T2 modes, one block
+    per mode as 't2:<mode>' (and 't2' = the first mode scored). Each block: dice, iou, pq, f1,
+    class_f1 (means over records), n, the tile shares, and for T2 ``per_class``: class id →
+    {'dice', 'class_f1', 'n'}."""
     out = {}
-    for task in ("t1", "t2"):
-        sel = [r for r in rows if r["task"] == task]
-        if not sel:
-            continue
+    keys = []
+    for r in rows:
+        key = r["task"] if r.get("t2_mode") is None else f"t2:{r['t2_mode']}"
+        if key not in keys:
+            keys.append(key)
+    for key in keys:
+        sel = [
+            r for r in rows
+            if (r["task"] if r.get("t2_mode") is None else f"t2:{r['t2_mode']}") == key
+        ]  # fmt: skip
         block = {"n": len(sel)}
-        for key in ("dice", "iou", "pq", "f1"):
-            values = [r[key] for r in sel if key in r and r[key] is not None]
-            block[key] = float(np.nanmean(values)) if values else float("nan")
+        for name in ("dice", "iou", "pq", "f1", "class_f1", "class_precision", "class_recall"):
+            values = [r[name] for r in sel if name in r and r[name] is not None]
+            block[name] = float(np.nanmean(values)) if values else float("nan")
         block["prompted_tile_share"] = float(
             np.mean([r["tiles_prompted"] / r["tiles"] for r in sel])
         )
         block["target_tile_share"] = float(
             np.mean([r["tiles_with_target"] / r["tiles"] for r in sel])
         )
-        out[task] = block
+        if sel[0]["task"] == "t2":
+            per_class = {}
+            for c in sorted({r["class_id"] for r in sel}):
+                cs = [r for r in sel if r["class_id"] == c]
+                per_class[str(c)] = {
+                    "dice": float(np.nanmean([r["dice"] for r in cs])),
+                    "class_f1": float(np.nanmean([r.get("class_f1", np.nan) for r in cs])),
+                    "n": len(cs),
+                }
+            block["per_class"] = per_class
+        out[key] = block
+        if key.startswith("t2:") and "t2" not in out:
+            out["t2"] = dict(block, mode=key[3:])
     return out

@@ -27,7 +27,7 @@ from segment_anything.modeling import (
 )
 
 from sampo_engine.errors import CheckpointError, ConfigError
-from sampo_engine.models.registry import PATCH_SIZE, SamSpec, get_spec
+from sampo_engine.models.registry import PATCH_SIZE, SamSpec, architecture_of, get_spec
 
 DEFAULT_IMAGE_SIZE = 224
 
@@ -129,13 +129,16 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def load_checkpoint_state(path: str | os.PathLike) -> dict:
-    """Read a SAM state dict (official ``.pth`` or one saved by ``train --full``) safely."""
+    """Read a SAM state dict (official ``.pth``, one saved by ``train --full``, or shipped
+    ``.safetensors``) safely; half-precision weights come back as float32."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist; run `sampo-engine weights download MODEL` "
             f"or pass the path of a downloaded SAM checkpoint"
         )
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle error, not a torch file ...
@@ -148,6 +151,34 @@ def load_checkpoint_state(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no SAM state dict (a mapping of names to tensors)")
     return state
+
+
+def _load_safetensors(path: Path) -> dict:
+    """A safetensors state dict, verified against the SHA-256 of its ``.json`` card when it has
+    one (a shipped model): a damaged or swapped file is refused before any weight is used."""
+    import json
+
+    from safetensors.torch import load_file
+
+    card = path.with_suffix(".json")
+    if card.is_file():
+        try:
+            expected = json.loads(card.read_text(encoding="utf-8")).get("sha256")
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"cannot read the model card {card}: {err}") from None
+        if expected and sha256_of(path) != expected:
+            raise CheckpointError(
+                f"{path} does not match its model card (SHA-256 differs): the file is damaged "
+                f"or was replaced; reinstall napari-sampo (pip install --force-reinstall "
+                f"napari-sampo) to restore it"
+            )
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # a truncated header, not a safetensors file ...
+        raise CheckpointError(
+            f"cannot read weights {path} ({type(err).__name__}: {err}); the file is corrupt"
+        ) from None
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
 def infer_model_type(state: dict) -> str | None:
@@ -185,6 +216,8 @@ def build_sam(
         return sam
     state = load_checkpoint_state(checkpoint)
     found = infer_model_type(state)
+    if found is not None and architecture_of(found) == architecture_of(model_type):
+        found = model_type  # the same sizes: a trained model of this architecture
     if found != model_type:
         raise CheckpointError(
             f"{checkpoint} holds a {found or 'non-SAM'} checkpoint, but model type "

@@ -36,6 +36,16 @@ def resolve_checkpoint(
     if checkpoint:
         return Path(checkpoint)
     spec = get_spec(model_type)
+    if spec.shipped_weights:
+        from sampo_engine.models.availability import shipped_weights_dir
+
+        path = shipped_weights_dir() / spec.shipped_weights
+        if not path.is_file():
+            raise CheckpointError(
+                f"the weights packaged with {model_type} ({path}) are missing from this install; "
+                f"reinstall napari-sampo, or pass --checkpoint FILE"
+            )
+        return path
     if not spec.pretrained or allow_random:
         return None
     try:

@@ -6,7 +6,7 @@ data so the builder can make any of them at any input size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 PATCH_SIZE = 16
 CHECKPOINT_IMAGE_SIZE = 1024  # the official checkpoints are trained at 1024 px
@@ -33,7 +33,12 @@ class SamSpec:
     decoder_mlp_dim: int = 2048
     decoder_num_heads: int = 8
     iou_head_hidden_dim: int = 256
-    pretrained: bool = True  # an official checkpoint exists
+    pretrained: bool = True  # weights exist: an official checkpoint, or shipped ones
+    #: a weights file packaged with the engine (``sampo_engine/models/weights/<name>``, fp16
+    #: safetensors with a ``.json`` card beside it): no download needed
+    shipped_weights: str = ""
+    #: the architecture whose sizes these are, when the name is another's (e.g. a trained model)
+    architecture: str = ""
 
 
 SPECS: dict[str, SamSpec] = {
@@ -72,8 +77,23 @@ SPECS: dict[str, SamSpec] = {
         pretrained=False,
     ),
 }
+# ``small`` trained on real H&E nuclei, T1 and T2 from the first step, shipped inside the package
+# (docs/model.md): the model that works offline, without any download.
+SPECS["nuclei-small"] = replace(
+    SPECS["small"],
+    name="nuclei-small",
+    pretrained=True,
+    shipped_weights="nuclei_small.safetensors",
+    architecture="small",
+)
 
 MODEL_TYPES = tuple(SPECS)
+
+
+def architecture_of(model_type: str) -> str:
+    """The architecture ``model_type`` builds (its own name, or the one it was trained as)."""
+    spec = SPECS.get(model_type)
+    return (spec.architecture or spec.name) if spec is not None else model_type
 
 
 def get_spec(model_type: str) -> SamSpec:

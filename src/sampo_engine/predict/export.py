@@ -52,6 +52,7 @@ CSV_COLUMNS = (
     "mean_intensity",
     "class_id",
     "class",
+    "probability",
 )
 
 
@@ -175,6 +176,7 @@ def labels_to_geojson(
     offset: tuple[float, float] = (0, 0),
     class_colors: dict[int, tuple[int, int, int]] | None = None,
     simplify: float = 0.0,
+    label_probability: dict[int, float] | None = None,
 ) -> dict:
     """A GeoJSON FeatureCollection with one detection per label, as QuPath imports it.
 
@@ -184,6 +186,8 @@ def labels_to_geojson(
         label_classes: label id → class id; labels without an entry get no classification.
         offset: (x, y) added to every coordinate (the map's origin in a larger image).
         class_colors: class id → RGB 0–255 (default: :func:`class_color`).
+        label_probability: label id → probability of its class (few-shot T2 and class
+            labelling), written as the measurement ``probability``.
         simplify: extra Douglas–Peucker tolerance in pixels (slow: pure Python). Without it the
             outline runs along the pixel edges, each outer corner cut by a half-pixel diagonal,
             with straight runs merged into one edge: faithful and already compact.
@@ -215,7 +219,10 @@ def labels_to_geojson(
             geometry = {"type": "Polygon", "coordinates": [rings[0]]}
         else:
             geometry = {"type": "MultiPolygon", "coordinates": [[r] for r in rings]}
-        properties: dict = {"objectType": "detection", "measurements": {"label": label}}
+        measurements: dict = {"label": label}
+        if label_probability and label in label_probability:
+            measurements["probability"] = round(float(label_probability[label]), 4)
+        properties: dict = {"objectType": "detection", "measurements": measurements}
         class_id, class_name = _class_of(label, label_classes, class_names)
         if class_id is not None:
             color = (class_colors or {}).get(class_id) or class_color(class_id)
@@ -291,6 +298,7 @@ def nucleus_table(
     label_classes: dict[int, int] | None = None,
     class_names: dict[int, str] | None = None,
     offset: tuple[float, float] = (0, 0),
+    label_probability: dict[int, float] | None = None,
 ) -> list[dict]:
     """One row per nucleus, in ascending label order.
 
@@ -299,7 +307,8 @@ def nucleus_table(
     ``perimeter`` (pixels, scikit-image's estimate); ``eccentricity``; ``mean_intensity``, the
     mean gray value of ``image`` ((H, W) or RGB(A) (H, W, 3|4), luminance in the image's own
     units) inside the nucleus, or None without an image; ``class_id`` and ``class`` (name) from
-    ``label_classes`` / ``class_names``, or None.
+    ``label_classes`` / ``class_names``, or None; ``probability`` of that class from
+    ``label_probability`` (few-shot T2 and class labelling), or None.
     """
     labels = _check_labels(labels)
     properties = ["label", "centroid", "area", "perimeter"]
@@ -327,6 +336,11 @@ def nucleus_table(
                 "mean_intensity": (float(table["intensity_mean"][i]) if gray is not None else None),
                 "class_id": class_id,
                 "class": class_name,
+                "probability": (
+                    round(float(label_probability[label]), 4)
+                    if label_probability and label in label_probability
+                    else None
+                ),
             }
         )
     return rows

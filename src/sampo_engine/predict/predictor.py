@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -60,7 +60,10 @@ class PredictConfig:
     """Every option of whole-tile prediction (CLI ``sampo-engine predict`` and the napari widget)."""
 
     model: str = option(
-        "vit_b", "SAM architecture (with --adapter the bundle's type is used)", choices=MODEL_TYPES
+        "",
+        "model (with --adapter the bundle's type is used); empty = the best one usable here: "
+        "a shipped model, else a downloaded official checkpoint, else tiny (random weights)",
+        choices=MODEL_TYPES,
     )
     checkpoint: str = option(
         "", "base weights .pth (empty = the cached official checkpoint, or the bundle's base)"
@@ -91,6 +94,26 @@ class PredictConfig:
     class_name: str = option(
         "", f"class name written for the result (default: none for T1, {DEFAULT_T2_CLASS!r} for T2)"
     )
+    t2_mode: str = option(
+        "exemplar",
+        "how T2 picks the nuclei of the clicked type: exemplar = segment every nucleus, then "
+        "classify each one from the clicked nuclei (docs/exemplars.md); decoder = SAM's decoder "
+        "reads the type from the clicks; hybrid = the mean of both per nucleus",
+        choices=("decoder", "exemplar", "hybrid"),
+    )
+    classifier: str = option(
+        "logreg",
+        "exemplar/hybrid T2: the classifier fitted on the clicked nuclei (logreg = class-"
+        "balanced logistic regression; spreading = label spreading over all nuclei; nearest = "
+        "nearest clicked nucleus)",
+        choices=("logreg", "spreading", "nearest"),
+    )
+    class_threshold: float = option(
+        0.5, "exemplar/hybrid T2: keep a nucleus when its probability of the clicked type ≥ this"
+    )
+    snap_radius: float = option(
+        6.0, "exemplar/hybrid T2: a click on background names the nearest nucleus within this (px)"
+    )
     slot_rule: str = option(
         "auto",
         "which of SAM's 3 masks to use per tile: iou = the IoU head's pick; clicks = the one that "
@@ -100,7 +123,7 @@ class PredictConfig:
 
     def validate(self) -> None:
         """Refuse impossible settings before any work starts."""
-        if self.model not in MODEL_TYPES:
+        if self.model and self.model not in MODEL_TYPES:
             raise ConfigError(
                 f"unknown model {self.model!r}; choose one of {', '.join(MODEL_TYPES)}"
             )
@@ -122,6 +145,12 @@ class PredictConfig:
             raise ConfigError(f"--similarity is a cosine: use -1 .. 1, got {self.similarity}")
         if self.spacing < 0:
             raise ConfigError(f"--spacing must be ≥ 0 cells, got {self.spacing}")
+        if not 0.0 <= self.class_threshold <= 1.0:
+            raise ConfigError(
+                f"--class-threshold is a probability: use 0 .. 1, got {self.class_threshold}"
+            )
+        if self.snap_radius < 0:
+            raise ConfigError(f"--snap-radius must be ≥ 0 px, got {self.snap_radius}")
 
 
 @dataclass
@@ -141,6 +170,10 @@ class Prediction:
         seconds: wall time of :meth:`TilePredictor.predict`.
         num_tiles: tiles of the image in all.
         encoder_seconds: wall time of the last :meth:`TilePredictor.set_image` (0 on a cache hit).
+        nucleus: for exemplar/hybrid T2 and :meth:`TilePredictor.classify`, the
+            :class:`~sampo_engine.predict.nucleus_classes.NucleusClasses` of every nucleus
+            (its map, class and probability); None otherwise.
+        messages: what the user should know (a click on background, a fallback taken).
     """
 
     prob: np.ndarray
@@ -154,6 +187,8 @@ class Prediction:
     seconds: float
     num_tiles: int = 0
     encoder_seconds: float = 0.0
+    nucleus: object | None = None
+    messages: list = field(default_factory=list)
 
 
 def _check_stop(should_stop: StopFlag) -> None:
@@ -261,6 +296,8 @@ class TilePredictor:
         self._encoder_seconds = 0.0
         self._window = None
         self._torch = torch
+        self._nuclei = None
+        self._rgb = None
 
     # ------------------------------------------------------------------------------ loading
 
@@ -269,6 +306,10 @@ class TilePredictor:
 
         cfg = self.config
         model_type = cfg.model
+        if not model_type and not cfg.adapter:
+            from sampo_engine.models.availability import default_model
+
+            model_type = default_model()
         if cfg.adapter:
             from sampo_engine.train.bundle import read_bundle
 
@@ -342,6 +383,7 @@ class TilePredictor:
 
         torch = self._torch
         rgb = to_rgb_uint8(image)
+        self._rgb = rgb
         grid = make_grid(rgb.shape[0], rgb.shape[1], self.image_size, self.config.overlap)
         runtime = {"device": self.device.type, "bf16": self.device.type == "cuda"}
         key = cache_key(image_digest(rgb), self.model_identity(), grid, runtime)
@@ -500,34 +542,158 @@ class TilePredictor:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
         entry = self._require_image()
         _check_stop(should_stop)
-        prompts, clicked = self.tile_prompts(points_xy, labels, task)
+        cfg = self.config
+        by_nucleus = task == "t2" and cfg.t2_mode in ("exemplar", "hybrid")
+        if by_nucleus and cfg.t2_mode == "exemplar":  # no decoder pass: the nuclei decide
+            check_points(points_xy, labels, entry.grid.shape)
+            prompts, clicked = {}, set()
+        else:
+            prompts, clicked = self.tile_prompts(points_xy, labels, task)
         order = sorted(prompts)
         total = len(order) + 1
         if progress is not None:
             progress(0, total)
-        rule = self.config.slot_rule
+        rule = cfg.slot_rule
         if rule == "auto":
             rule = "clicks" if task == "t2" else "iou"
-        prob = self._decode_and_blend(entry, prompts, order, progress, should_stop, total, rule)
+        prob = None
+        if not by_nucleus or cfg.t2_mode == "hybrid":
+            prob = self._decode_and_blend(entry, prompts, order, progress, should_stop, total, rule)
         _check_stop(should_stop)
-        cfg = self.config
-        mask = prob > cfg.threshold
-        instances = split_instances(prob, threshold=cfg.threshold, min_size=cfg.min_size)
+        name = class_name or cfg.class_name or (DEFAULT_T2_CLASS if task == "t2" else None)
+        nucleus, messages = None, []
+        if by_nucleus:
+            from sampo_engine.predict.nucleus_classes import score_t2
+
+            index = self.nuclei_index(points_xy, labels, should_stop=should_stop)
+            nucleus = score_t2(
+                index, points_xy, labels, cfg.t2_mode, decoder_prob=prob,
+                method=cfg.classifier, snap_radius=cfg.snap_radius, class_name=name,
+            )  # fmt: skip
+            messages = list(nucleus.messages)
+            instances = index.keep(np.flatnonzero(nucleus.probability >= cfg.class_threshold))
+            mask = instances > 0
+            if prob is None:
+                prob = np.zeros(instances.shape, np.float32)
+                prob[instances > 0] = nucleus.probability[
+                    index.descriptors.index_of(instances[instances > 0])
+                ]
+            num = int(np.count_nonzero(nucleus.probability >= cfg.class_threshold))
+        else:
+            mask = prob > cfg.threshold
+            instances = split_instances(prob, threshold=cfg.threshold, min_size=cfg.min_size)
+            num = int(instances.max()) if instances.size else 0
         if progress is not None:
             progress(total, total)
-        name = class_name or cfg.class_name or (DEFAULT_T2_CLASS if task == "t2" else None)
         return Prediction(
             prob=prob,
             mask=mask,
             labels=instances,
             task=task,
             class_name=name,
-            num_nuclei=int(instances.max()) if instances.size else 0,
+            num_nuclei=num,
             tiles_with_prompts=len(clicked),
             tiles_propagated=sum(1 for t in order if prompts[t].propagated),
             seconds=time.perf_counter() - start,
             num_tiles=len(entry.grid),
             encoder_seconds=self._encoder_seconds,
+            nucleus=nucleus,
+            messages=messages,
+        )
+
+    # ------------------------------------------------------------------- nuclei by class
+
+    def nuclei_index(self, points_xy, labels=None, should_stop: StopFlag = None):
+        """Every nucleus of the image set last, with its descriptors
+        (:class:`~sampo_engine.predict.nucleus_classes.NucleiIndex`).
+
+        Segmented once per image, by T1 from these clicks all taken as positives (they lie on
+        nuclei), then reused while the clicks change; :meth:`forget_nuclei` drops it.
+        """
+        from sampo_engine.predict.nucleus_classes import NucleiIndex
+
+        entry = self._require_image()
+        if self._nuclei is not None and self._nuclei.key == entry.key:
+            return self._nuclei
+        pts = np.asarray(points_xy, np.float32).reshape(-1, 2)
+        t1 = self.predict(pts, np.ones(len(pts), np.int64), task="t1", should_stop=should_stop)
+        self._nuclei = self.nuclei_from_labels(t1.labels)
+        return self._nuclei
+
+    def nuclei_from_labels(self, labels, embeddings: bool = True):
+        """A :class:`~sampo_engine.predict.nucleus_classes.NucleiIndex` of the image set last
+        for a given (H, W) instance map (e.g. an edited Labels layer); it becomes the one used
+        by exemplar T2 and :meth:`classify` until the image changes. ``embeddings=False``
+        describes the nuclei by morphology and stain alone (e.g. for a model whose features
+        mean nothing yet)."""
+        from sampo_engine.predict.nucleus_classes import NucleiIndex
+
+        entry = self._require_image()
+        labels = np.asarray(labels)
+        if labels.shape != entry.grid.shape:
+            raise DataError(
+                f"the nuclei map is {labels.shape} but the image is {entry.grid.shape}; pass "
+                f"the labels of this image"
+            )
+        self._nuclei = NucleiIndex.build(
+            entry.key,
+            self._rgb,
+            labels,
+            embeddings=entry.embeddings if embeddings else None,
+            grid=entry.grid,
+        )
+        return self._nuclei
+
+    def forget_nuclei(self) -> None:
+        """Segment the nuclei afresh at the next exemplar T2 or :meth:`classify`."""
+        self._nuclei = None
+
+    def classify(
+        self,
+        points_xy,
+        point_classes,
+        class_names,
+        should_stop: StopFlag = None,
+    ) -> Prediction:
+        """Give every nucleus one of several named classes from a few clicks of each.
+
+        Args:
+            points_xy: (P, 2) (x, y) clicks, each on a nucleus.
+            point_classes: (P,) class index of each click into ``class_names``.
+            class_names: K ≥ 2 names ("lymphocyte", "tumour", ...).
+
+        Returns a :class:`Prediction` whose ``labels`` hold every nucleus and whose
+        ``nucleus`` (:class:`~sampo_engine.predict.nucleus_classes.NucleusClasses`) gives
+        each one's class and probability.
+        """
+        from sampo_engine.predict.nucleus_classes import score_classes
+
+        start = time.perf_counter()
+        entry = self._require_image()
+        pts = np.asarray(points_xy, np.float32).reshape(-1, 2)
+        check_points(pts, np.ones(len(pts), np.int64), entry.grid.shape)
+        index = self.nuclei_index(pts, should_stop=should_stop)
+        cfg = self.config
+        nucleus = score_classes(
+            index, pts, point_classes, list(class_names), cfg.classifier, cfg.snap_radius
+        )
+        prob = np.zeros(index.labels.shape, np.float32)
+        inside = index.labels > 0
+        prob[inside] = nucleus.probability[index.descriptors.index_of(index.labels[inside])]
+        return Prediction(
+            prob=prob,
+            mask=inside,
+            labels=index.labels,
+            task="classes",
+            class_name=None,
+            num_nuclei=len(nucleus.ids),
+            tiles_with_prompts=0,
+            tiles_propagated=0,
+            seconds=time.perf_counter() - start,
+            num_tiles=len(entry.grid),
+            encoder_seconds=self._encoder_seconds,
+            nucleus=nucleus,
+            messages=list(nucleus.messages),
         )
 
     def _decode_and_blend(

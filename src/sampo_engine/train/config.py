@@ -50,6 +50,12 @@ class TrainConfig:
         "train every weight instead of LoRA (for models without pretrained weights, e.g. tiny); also saves base.pth",
     )
     lora_rank: int = option(64, "LoRA rank (Table 4)")
+    init_adapter: str = option(
+        "",
+        "continue from this adapter bundle (the --out folder of an earlier run): a LoRA bundle's "
+        "weights initialise the LoRA layers (same --model, --image-size and --lora-rank; its base "
+        "checkpoint is used), a --full bundle's base.pth is the starting model",
+    )
     # objective
     alpha: float = option(1.0, "weight α of the preference loss in L = L_sup + α·L_pref (Table 3)")
     beta: float = option(
@@ -81,6 +87,11 @@ class TrainConfig:
     grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)")
     seed: int = option(0, "seed for data order, crops, prompts and initialisation")
     workers: int = option(0, "DataLoader worker processes")
+    threads: int = option(
+        0,
+        "CPU threads for torch (0 = auto: the cores this process may use minus those other "
+        "processes keep busy, or OMP_NUM_THREADS when set; see docs/performance.md)",
+    )
     device: str = option("auto", "auto = cuda, then mps, then cpu", choices=DEVICES)
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
     overwrite: bool = option(False, "replace an existing bundle in --out")
@@ -124,10 +135,17 @@ class TrainConfig:
             raise ConfigError("--batch-size and --epochs must be ≥ 1")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
+        if self.threads < 0:
+            raise ConfigError(f"--threads must be ≥ 0 (0 = auto), got {self.threads}")
         if self.corrections_weight < 0:  # corrections (issue #10)
             raise ConfigError(f"--corrections-weight must be ≥ 0, got {self.corrections_weight}")
+        if self.init_adapter and self.resume:
+            raise ConfigError(
+                "--init-adapter starts a new run from an adapter, --resume continues the run in "
+                "--out: pick one"
+            )
         if self.model in SPECS and not SPECS[self.model].pretrained:
-            if not self.full and not self.checkpoint:
+            if not self.full and not self.checkpoint and not self.init_adapter:
                 raise ConfigError(
                     f"{self.model} has no pretrained weights, so LoRA on its random weights "
                     "learns little: pass --full to train every weight (or --checkpoint BASE.pth "

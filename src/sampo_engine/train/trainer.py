@@ -223,11 +223,17 @@ class Trainer:
         from sampo_engine.models.lora import add_lora, full_finetune
 
         cfg = self.config
-        ckpt = resolve_checkpoint(cfg.model, cfg.checkpoint or None)
+        init = _init_bundle(cfg)  # init_adapter: the bundle this run continues from, or None
+        checkpoint = cfg.checkpoint or None
+        if init is not None:
+            checkpoint = _init_checkpoint(init, cfg)
+        ckpt = resolve_checkpoint(cfg.model, checkpoint)
         sam = base_model if base_model is not None else build_sam(cfg.model, ckpt, cfg.image_size)
         if ckpt is None:
             self.log(f"{cfg.model}: random initial weights (no checkpoint)")
         adapted = full_finetune(sam) if cfg.full else add_lora(sam, rank=cfg.lora_rank)
+        if init is not None:
+            _load_init_adapter(adapted, init, cfg, checkpoint_sha256(ckpt), self.log)
         self.log(
             f"{cfg.model} at {cfg.image_size} px, {'full fine-tuning' if cfg.full else f'LoRA rank {cfg.lora_rank}'}: "
             f"{adapted.num_trainable():,} trainable parameters on {self.device}"
@@ -331,7 +337,22 @@ class Trainer:
         return summarize(self.val_queries, scores)
 
     def steps(self, stop: Callable[[], bool] | None = None) -> Iterator[StepEvent]:
-        """Train, yielding after each step and each epoch; finally write the bundle."""
+        """Train, yielding after each step and each epoch; finally write the bundle.
+
+        torch's CPU thread count is set for the run (``config.threads``, 0 = auto: see
+        :mod:`sampo_engine.utils.threads`) in the thread that iterates, and restored after.
+        """
+        from sampo_engine.utils.threads import configure_threads
+
+        previous = torch.get_num_threads()
+        if self.device.type == "cpu" or self.config.threads:
+            configure_threads(self.config.threads, log=self.log)
+        try:
+            yield from self._steps(stop)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _steps(self, stop: Callable[[], bool] | None) -> Iterator[StepEvent]:
         cfg = self.config
         # distributed: rank r takes entries r::world of the seeded permutation
         sampler = EpochSampler(len(self.train_data), cfg.seed, self.dist.rank, self.dist.world)
@@ -469,6 +490,63 @@ class Trainer:
 
 def _quiet(*args, **kwargs) -> None:
     pass
+
+
+# ------------------------------------------------------------------ init_adapter
+def _init_bundle(cfg: TrainConfig) -> BundleInfo | None:
+    """init_adapter: the bundle a run continues from, checked against the run's model and size."""
+    if not cfg.init_adapter:
+        return None
+    from sampo_engine.train.bundle import check_compatible, read_bundle
+
+    info = read_bundle(cfg.init_adapter)
+    check_compatible(info, cfg.model, cfg.image_size)
+    if info.kind == "lora" and cfg.full:
+        raise ConfigError(
+            f"adapter {info.path} holds LoRA weights, which a --full run has no place for; "
+            f"drop --full to continue its LoRA training"
+        )
+    if info.kind == "lora" and int(info.rank or 0) != cfg.lora_rank:
+        raise ConfigError(
+            f"adapter {info.path} has LoRA rank {info.rank}, this run {cfg.lora_rank}; "
+            f"use --lora-rank {info.rank} to continue it"
+        )
+    if info.kind == "full" and cfg.checkpoint:
+        raise ConfigError(
+            f"adapter {info.path} is a --full bundle: its base.pth is the starting model, so "
+            f"--checkpoint {cfg.checkpoint} has no use; drop one of the two"
+        )
+    return info
+
+
+def _init_checkpoint(info: BundleInfo, cfg: TrainConfig) -> str | None:
+    """init_adapter: the base weights to build: a --full bundle's own base.pth; for LoRA the
+    --checkpoint given, else the bundle's base checkpoint when it is still there (else the
+    cached official one, found as usual)."""
+    if info.kind == "full":
+        return str(info.weights_file)
+    if cfg.checkpoint:
+        return cfg.checkpoint
+    if info.base_checkpoint and Path(info.base_checkpoint).is_file():
+        return info.base_checkpoint
+    return None
+
+
+def _load_init_adapter(adapted, info: BundleInfo, cfg: TrainConfig, base_sha, log) -> None:
+    """init_adapter: put a LoRA bundle's weights into the fresh LoRA layers (the DPO reference
+    stays the base model, as in the run that made the adapter: the same objective, continued)."""
+    from sampo_engine.train.bundle import check_compatible
+
+    if info.kind == "full":
+        log(f"starting from the weights of {info.name} ({info.path})")
+        return
+    from safetensors.torch import load_file
+
+    from sampo_engine.models.lora import load_lora_state_dict
+
+    check_compatible(info, cfg.model, cfg.image_size, base_sha)
+    load_lora_state_dict(adapted, load_file(str(info.weights_file)))
+    log(f"LoRA weights initialised from {info.name} ({info.path})")
 
 
 def _read_jsonl(path: Path) -> list[dict]:

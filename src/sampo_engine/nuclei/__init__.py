@@ -1,0 +1,1 @@
+"""Nucleus-level analysis on an instance map: descriptors and few-shot classification."""

@@ -1,0 +1,65 @@
+"""Issue #19: ``benchmarks/contention.py --quick`` runs end to end — quiet and busy conditions, the
+demo's training and a whole-tile prediction in fresh processes — and cleans up after itself.
+Speed is not asserted here (the machines are shared); docs/performance.md has the figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's process took the number
+        return True
+    # a zombie (exited, not yet reaped by a parent) is not running either
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "zombie" in status.read_text())
+
+
+def test_contention_benchmark_quick_run(tmp_path):
+    result_file, work = tmp_path / "contention.json", tmp_path / "work"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "contention.py"),
+            "--quick",
+            "--busy",
+            "1",
+            "--keep",
+            str(work),
+            "--json",
+            str(result_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(result_file.read_text())
+    assert result["busy_processes"] == 1 and result["size"] == 448
+    runs = result["runs"]["engine"]
+    for condition in ("quiet", "busy"):
+        run = runs[condition]
+        assert run["train_steps"] >= 1 and run["train_threads"] >= 1
+        for key in ("train_s", "predict_s", "reference_s", "step_median_s", "import_s"):
+            assert math.isfinite(run[key]) and run[key] > 0, (condition, key)
+        assert run["predict_tiles"] == 9  # 448² at 224 px with 32 px overlap: 3 × 3 tiles
+        assert run["omp_wait_policy"] == "PASSIVE"  # the engine's default reached the child
+    assert runs["quiet"]["busy_pids"] == [] and len(runs["busy"]["busy_pids"]) == 1
+    assert not any(_alive(pid) for pid in runs["busy"]["busy_pids"])  # the loop was stopped
+    for key, ratio in result["ratios"]["engine"].items():
+        assert math.isfinite(ratio) and ratio > 0, key
+    assert "| engine |" in done.stdout and "target busy / quiet" in done.stdout
+    # both children trained and wrote a bundle; the shared data was generated once
+    for condition in ("engine-quiet", "engine-busy"):
+        assert (work / condition / "adapter" / "sampo_bundle.json").is_file()

@@ -1,0 +1,85 @@
+"""The model shipped inside the package (``nuclei-small``, docs/model.md): found without a
+download, the default where no official checkpoint is cached, verified before it is loaded, and
+it finds nuclei on the real H&E sample tile."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from sampo_engine.errors import CheckpointError
+from sampo_engine.models import availability
+from sampo_engine.models.registry import SPECS
+
+NAME = "nuclei-small"
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMPO_CACHE_DIR", str(tmp_path / "cache"))  # nothing downloaded
+
+
+def test_shipped_model_is_listed_and_is_the_default_offline(offline):
+    state = availability.model_state(NAME)
+    assert state.state == availability.SHIPPED and state.usable and state.path.is_file()
+    assert availability.default_model() == NAME
+    assert not availability.needs_full_training(NAME)  # LoRA starts from it
+    card = json.loads(state.path.with_suffix(".json").read_text())
+    assert card["architecture"] == SPECS[NAME].architecture == "small"
+    assert card["input_size"] == 224 and card["um_per_px"] == 0.25
+    assert "CC BY-NC-SA" in card["licence"] and "non-commercial" in card["licence"]
+    assert state.path.stat().st_size <= 20e6  # fp16 safetensors, ≤ 20 MB
+
+
+def test_predict_defaults_to_it_and_finds_nuclei_on_the_real_tile(offline):
+    from skimage.transform import rescale
+
+    from sampo_engine.predict.predictor import PredictConfig, TilePredictor
+    from sampo_engine.samples import brca_tile
+
+    tile = brca_tile()
+    # the sample is 20×, the model 40×: resample by 2 as docs/model.md says
+    image = (rescale(tile.image, 2, order=1, channel_axis=2) * 255).round().astype(np.uint8)
+    predictor = TilePredictor(PredictConfig(device="cpu"))
+    assert predictor.model_type == NAME
+    predictor.set_image(image)
+    dots = tile.dots_xy * 2 + 0.5
+    pred = predictor.predict(dots[:3], np.ones(3, np.int64), task="t1")
+    assert pred.num_nuclei > 100
+    rows = np.clip(dots[:, 1].round().astype(int), 0, image.shape[0] - 1)
+    cols = np.clip(dots[:, 0].round().astype(int), 0, image.shape[1] - 1)
+    assert (pred.labels[rows, cols] > 0).mean() > 0.5  # most experts' dots lie in a nucleus
+
+
+def test_a_damaged_shipped_file_is_refused_before_loading(offline, tmp_path, monkeypatch):
+    from sampo_engine.models.loading import load_model
+
+    src = availability.shipped_weights_path(NAME)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    copy = folder / src.name
+    shutil.copy(src, copy)
+    shutil.copy(src.with_suffix(".json"), folder / src.with_suffix(".json").name)
+    with open(copy, "r+b") as fh:  # flip one byte in the middle of the tensors
+        fh.seek(copy.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    monkeypatch.setattr(availability, "shipped_weights_dir", lambda: folder)
+    with pytest.raises(CheckpointError, match="does not match its model card"):
+        load_model(NAME)
+    copy.unlink()
+    with pytest.raises(CheckpointError, match="missing from this install"):
+        load_model(NAME)
+
+
+def test_weights_list_shows_it(offline, capsys):
+    from sampo_engine.cli import main
+
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith(NAME))
+    assert "shipped" in line and "nuclei_small.safetensors" in line
