@@ -298,12 +298,14 @@ def test_whole_images_are_segmented_with_the_tiled_predictor(setup, tmp_path):
     assert whole["t2"]["mode"] == "decoder" and whole["t2"]["dice"] == whole["t2:decoder"]["dice"]
     n_t2 = whole["t2:decoder"]["n"]
     assert n_t2 >= 2 and whole["t2:exemplar"]["n"] == whole["t2:hybrid"]["n"] == n_t2
-    for key, block in whole.items():
+    for block in whole.values():
         assert 0 <= block["dice"] <= 1 and 0 <= block["prompted_tile_share"] <= 1
         assert 0 <= block["class_f1"] <= 1  # nucleus F1 by centroid matching
     # exemplar T2 runs no decoder (its nuclei come from the cached T1 map)
-    assert whole["t1"]["prompted_tile_share"] > 0 and whole["t2:exemplar"]["prompted_tile_share"] == 0  # nucleus F1 by centroid matching
-    for c, per in whole["t2:exemplar"]["per_class"].items():
+    assert (
+        whole["t1"]["prompted_tile_share"] > 0 and whole["t2:exemplar"]["prompted_tile_share"] == 0
+    )
+    for per in whole["t2:exemplar"]["per_class"].values():
         assert per["n"] >= 1 and 0 <= per["class_f1"] <= 1
     # the classical floor is scored whole too: its own T2 rule and the exemplar classifier
     floor = next(e for e in m["methods"] if e["kind"] == "classical")["whole_image"]

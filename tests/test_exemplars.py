@@ -157,7 +157,9 @@ def test_classifier_separates_two_kinds_from_three_plus_three_examples():
     # a nucleus clicked both ways is left out, with a message
     both = type("S", (), {"rows": np.array([0, 0, 60]), "messages": []})()
     scores = classify_nuclei(D(), both, [0, 1, 1], 2)
-    assert 0 not in scores.exemplar_rows.tolist() and any("two different" in m for m in scores.messages)
+    assert 0 not in scores.exemplar_rows.tolist() and any(
+        "two different" in m for m in scores.messages
+    )
     # every click on background: a clear error naming them, never an empty answer
     none = type("S", (), {"rows": np.array([-1, -1]), "messages": ["click 1 ... background"]})()
     with pytest.raises(DataError, match="none of the clicks names a nucleus"):
@@ -175,10 +177,10 @@ def test_standardise_is_robust_and_bounded():
 
 @pytest.fixture(scope="module")
 def predictor(tile):
+    import torch
+
     from sampo_engine.models.loading import load_model
     from sampo_engine.predict.predictor import PredictConfig, TilePredictor
-
-    import torch
 
     s = tile[0]
     torch.manual_seed(0)  # random weights: their pooled features are noise the classifier sees
@@ -230,8 +232,12 @@ def test_hybrid_and_decoder_modes_and_classes(tile, predictor):
     predictor.config.t2_mode = "exemplar"
     # several named classes at once: every nucleus gets one, with its probability
     rng = np.random.default_rng(1)
-    picks = np.concatenate([rng.choice(np.flatnonzero(classes == c), 3, replace=False) for c in (1, 2, 3)])
-    result = predictor.classify(centres[picks], np.repeat([0, 1, 2], 3), ["lymph", "epi", "spindle"])
+    picks = np.concatenate(
+        [rng.choice(np.flatnonzero(classes == c), 3, replace=False) for c in (1, 2, 3)]
+    )
+    result = predictor.classify(
+        centres[picks], np.repeat([0, 1, 2], 3), ["lymph", "epi", "spindle"]
+    )
     assert result.task == "classes" and result.num_nuclei == len(ids)
     row = result.nucleus.classes
     assert (row + 1 == classes).mean() > 0.85
@@ -318,7 +324,9 @@ def test_cli_predict_t2_and_classes_write_class_and_probability(tile, tmp_path):
     ckpt = tmp_path / "tiny.pth"
     save_base_checkpoint(build_sam("tiny", None, 224), ckpt)
     rng = np.random.default_rng(2)
-    picks = np.concatenate([rng.choice(np.flatnonzero(classes == c), 2, replace=False) for c in (1, 2)])
+    picks = np.concatenate(
+        [rng.choice(np.flatnonzero(classes == c), 2, replace=False) for c in (1, 2)]
+    )
     with open(tmp_path / "classes.csv", "w") as fh:
         fh.write("x,y,class\n")
         for i, name in zip(picks, ["lymph", "lymph", "epi", "epi"]):

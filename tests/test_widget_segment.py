@@ -308,7 +308,9 @@ def test_first_clicks_on_the_real_sample_give_nuclei_without_a_download(
     _, widget = viewer.window.add_plugin_dock_widget("napari-sampo", WIDGET)
     widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
     assert widget.image_combo.current_layer() is image
+    assert widget.points_combo.current_layer() is None  # the experts' dots are no prompts
     points = widget.prompts_layer(create=True)
+    assert points is not dots and len(points.data) == 0
     points.add(dots.data[:3])  # three nuclei the experts marked
     _run(qtbot, widget)
     assert widget.last_error is None, widget.last_error
@@ -467,7 +469,7 @@ def test_t2_by_nucleus_colours_probability_and_rethresholds_live(setup, sample, 
     widget.threshold_row.slider.setValue(95)
     after = np.unique(layer.data)[1:]
     assert len(after) <= before and all(p[i] >= 0.95 for i in after)
-    assert f"p ≥ 0.95" in widget.count_label.text()
+    assert "p ≥ 0.95" in widget.count_label.text()
     widget.threshold_row.slider.setValue(5)
     assert len(np.unique(layer.data)) - 1 >= before
     assert widget._predictor.encoder_calls == calls

@@ -248,7 +248,9 @@ def summarise(rows: list[dict]) -> str:
                     cells.append(
                         f"{100 * np.mean(means):.1f} ± {100 * np.std(means):.1f}" if means else "–"
                     )
-                overall = [np.mean([m[i] for m in per_seed if len(m) > i]) for i in range(len(seeds))]
+                overall = [
+                    np.mean([m[i] for m in per_seed if len(m) > i]) for i in range(len(seeds))
+                ]
                 cells.append(f"{100 * np.mean(overall):.1f} ± {100 * np.std(overall):.1f}")
                 lines.append(f"| {rule} | " + " | ".join(cells) + " |")
             lines.append("")

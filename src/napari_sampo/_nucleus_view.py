@@ -42,11 +42,13 @@ def color_by_probability(layer, nucleus) -> None:
     """Give the Labels ``layer`` one colour per nucleus from its probability."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    layer.colormap = DirectLabelColormap(color_dict=probability_colors(nucleus.ids, nucleus.probability))
+    layer.colormap = DirectLabelColormap(
+        color_dict=probability_colors(nucleus.ids, nucleus.probability)
+    )
 
 
 class ThresholdRow(QWidget):
-    """"keep p ≥ 0.50" and a slider (0 .. 1 in steps of 0.01); emits ``changed(float)``."""
+    """ "keep p ≥ 0.50" and a slider (0 .. 1 in steps of 0.01); emits ``changed(float)``."""
 
     changed = Signal(float)
 

@@ -126,3 +126,14 @@ def prompts_from_layer(
         h, w = image_shape
         keep = (rc[:, 0] >= 0) & (rc[:, 0] < h) & (rc[:, 1] >= 0) & (rc[:, 1] < w)
     return rc[keep], positive[keep].astype(np.int64)
+
+
+#: ``layer.metadata["napari_sampo"]["role"]`` of a Points layer that is a reference (the real
+#: sample's expert dots), never prompts: the Segment dock does not offer it as "Prompts".
+REFERENCE_ROLE = "reference"
+
+
+def is_reference(layer) -> bool:
+    """True for a Points layer marked as a reference (not clicks to segment from)."""
+    meta = getattr(layer, "metadata", None) or {}
+    return (meta.get("napari_sampo") or {}).get("role") == REFERENCE_ROLE

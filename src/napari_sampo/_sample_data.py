@@ -61,6 +61,8 @@ def brca_he_tile() -> list[tuple[Any, dict[str, Any], str]]:
                 "face_color": [colors[n] for n in names],
                 "size": 8,
                 "visible": False,
+                # a reference, never prompts (see napari_sampo._points.is_reference)
+                "metadata": {"napari_sampo": {"role": "reference"}},
             },
             "points",
         ),

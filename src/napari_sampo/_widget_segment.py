@@ -154,7 +154,12 @@ class SegmentWidget(QWidget):
         form.addRow("Image", self.image_combo)
 
         prompts_row = QHBoxLayout()
-        self.points_combo = LayerCombo(napari_viewer, "points", self)
+        from napari_sampo._points import is_reference
+
+        # reference dots (the real sample's experts' dots) are never taken as prompts
+        self.points_combo = LayerCombo(
+            napari_viewer, "points", self, accept=lambda layer: not is_reference(layer)
+        )
         self.new_points_button = QPushButton("New", self)
         self.new_points_button.setToolTip("add an empty prompts layer and start clicking")
         prompts_row.addWidget(self.points_combo, 1)
@@ -840,9 +845,14 @@ class SegmentWidget(QWidget):
         label = "nucleus" if prediction.num_nuclei == 1 else "nuclei"
         what = f" ({prediction.class_name})" if prediction.class_name else ""
         self.count_label.setText(f"{prediction.num_nuclei} {label}{what} in '{layer.name}'")
+        how = (
+            f"{len(nucleus.ids)} nuclei classified from your clicks (T2 by {nucleus.mode})"
+            if nucleus is not None and prediction.task == "t2"
+            else f"{prediction.tiles_with_prompts} clicked tile(s), "
+            f"{prediction.tiles_propagated} prompted by similarity"
+        )
         self.status_label.setText(
-            f"Done in {prediction.seconds:.1f} s: {prediction.tiles_with_prompts} clicked "
-            f"tile(s), {prediction.tiles_propagated} prompted by similarity"
+            f"Done in {prediction.seconds:.1f} s: {how}"
             + (
                 ", image embeddings reused"
                 if reused or not prediction.encoder_seconds

@@ -58,7 +58,13 @@ def run(args) -> int:
         for state in model_states():  # weights that ship inside the package
             if state.state == SHIPPED:
                 table.append(
-                    (state.name, state.path.name, _human(state.size or 0), "shipped", str(state.path))
+                    (
+                        state.name,
+                        state.path.name,
+                        _human(state.size or 0),
+                        "shipped",
+                        str(state.path),
+                    )
                 )
         widths = [max(len(str(c)) for c in col) for col in zip(header, *table)]
         for line in (header, *table):

@@ -58,7 +58,9 @@ def centroid_f1(pred_centroids, true_centroids, radius: float) -> dict:
     true = np.asarray(true_centroids, np.float64).reshape(-1, 2)
     tp = 0
     if len(pred) and len(true):
-        pairs = cKDTree(pred).sparse_distance_matrix(cKDTree(true), radius, output_type="coo_matrix")
+        pairs = cKDTree(pred).sparse_distance_matrix(
+            cKDTree(true), radius, output_type="coo_matrix"
+        )
         if pairs.nnz:
             # only nuclei with a partner within the radius take part in the assignment
             rows, row_index = np.unique(pairs.row, return_inverse=True)

@@ -268,8 +268,8 @@ def whole_image_class_table(metrics: dict) -> str | None:
     names = metrics.get("data", {}).get("class_names") or {}
     classes: list[str] = []
     for e in metrics["methods"]:
-        for task, b in (e.get("whole_image") or {}).items():
-            for c in (b.get("per_class") or {}):
+        for b in (e.get("whole_image") or {}).values():
+            for c in b.get("per_class") or {}:
                 if c not in classes:
                     classes.append(c)
     if not classes:

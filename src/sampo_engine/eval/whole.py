@@ -117,7 +117,9 @@ def score_whole_images(
                 if instances:
                     pq = get_fast_pq(truth, pred.labels)
                     row.update(pq=pq.pq, f1=pq.dq)
-                    match = centroid_f1(label_centroids(pred.labels)[1], true_centroids, match_radius)
+                    match = centroid_f1(
+                        label_centroids(pred.labels)[1], true_centroids, match_radius
+                    )
                     row.update(
                         class_f1=match["f1"],
                         class_precision=match["precision"],

@@ -121,7 +121,12 @@ def _stain_columns(rgb: np.ndarray, labels: np.ndarray, ids: np.ndarray, ring: i
 
     h_mean = mean(h)
     h_sq = mean(h.astype(np.float64) ** 2)
-    cols = [h_mean, np.sqrt(np.maximum(h_sq - h_mean**2, 0)), _percentile_per_label(h, labels, ids, 90.0), mean(e)]
+    cols = [
+        h_mean,
+        np.sqrt(np.maximum(h_sq - h_mean**2, 0)),
+        _percentile_per_label(h, labels, ids, 90.0),
+        mean(e),
+    ]
     if ring > 0:
         # the ring: background pixels within ``ring`` px (chessboard) of a nucleus, given to
         # the highest id among the nuclei there (a maximum filter: cheap on any tile size)

@@ -610,7 +610,6 @@ class TilePredictor:
         Segmented once per image, by T1 from these clicks all taken as positives (they lie on
         nuclei), then reused while the clicks change; :meth:`forget_nuclei` drops it.
         """
-        from sampo_engine.predict.nucleus_classes import NucleiIndex
 
         entry = self._require_image()
         if self._nuclei is not None and self._nuclei.key == entry.key:

@@ -44,4 +44,6 @@ def brca_tile() -> SampleTile:
     xy = np.array([[float(r["x"]), float(r["y"])] for r in rows])
     classes = np.array([int(r["class"]) for r in rows], np.int64)
     notice = (folder / "NOTICE.md").read_text(encoding="utf-8")
-    return SampleTile(np.ascontiguousarray(image), xy, classes, dict(CLASS_NAMES), UM_PER_PX, notice)
+    return SampleTile(
+        np.ascontiguousarray(image), xy, classes, dict(CLASS_NAMES), UM_PER_PX, notice
+    )
