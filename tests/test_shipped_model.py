@@ -83,3 +83,25 @@ def test_weights_list_shows_it(offline, capsys):
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith(NAME))
     assert "shipped" in line and "nuclei_small.safetensors" in line
+
+
+def test_main_job_starts_with_the_real_tile(offline, tmp_path):
+    """Stage 0 of `sampo-engine demo`: the shipped tile, the shipped model, T1 and T2 from three
+    clicks each, the exports and an overlay, and numbers against the experts' dots."""
+    import tifffile
+
+    from sampo_engine.demo import segment_real_tile
+
+    numbers = segment_real_tile(tmp_path, "cpu")
+    assert numbers["model"] == NAME
+    assert numbers["t1_nuclei"] > 100 and numbers["dots_inside_t1"] > 0.8
+    assert 0 < numbers["t2_nuclei"] < numbers["t1_nuclei"]  # T2 keeps a part of the nuclei
+    assert numbers["t2_coverage"] > 0.5 and 0 < numbers["t2_precision"] <= 1
+    folder = tmp_path / "real_tile"
+    for name in ("t1_labels.tif", "t1.geojson", "t1.csv", "t2_lymphocyte.csv", "overlay.png"):
+        assert (folder / name).stat().st_size > 100, name
+    assert tifffile.imread(folder / "t1_labels.tif").shape == (986, 986)
+    geo = json.loads((folder / "t2_lymphocyte.geojson").read_text())
+    props = geo["features"][0]["properties"]
+    assert props["classification"]["name"] == "lymphocyte"
+    assert 0.5 <= props["measurements"]["probability"] <= 1
