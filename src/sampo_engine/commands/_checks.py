@@ -97,29 +97,12 @@ def corrections_folder(path: str | os.PathLike) -> None:
 
 
 def run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> None:
-    """``--out`` can take a training run: the refusals of
-    :func:`~sampo_engine.train.bundle.prepare_out_dir` (which stays the authority, and is the
-    one that writes), made without touching the folder."""
-    from sampo_engine.train.bundle import BUNDLE_FILE, RUN_MARKER
+    """``--out`` can take a training run (:func:`~sampo_engine.train.bundle.check_out_dir`: the
+    same refusals as the run itself, without touching the folder; that module imports no
+    torch)."""
+    from sampo_engine.train.bundle import check_out_dir
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; pass a folder for the adapter bundle")
-    if resume:
-        if not (out / "checkpoint.pt").is_file():
-            raise ConfigError(f"nothing to resume in {out} (no checkpoint.pt); drop --resume")
-        return
-    if out.is_dir() and any(out.iterdir()):
-        if not ((out / BUNDLE_FILE).exists() or (out / RUN_MARKER).exists()):
-            raise ConfigError(
-                f"--out {out} is a non-empty folder that is not a SAMPO bundle; nothing was "
-                f"written — choose a new or empty folder"
-            )
-        if not overwrite:
-            raise ConfigError(
-                f"--out {out} already holds a SAMPO run; pass --resume to continue it or "
-                f"--overwrite to replace it"
-            )
+    check_out_dir(out, resume, overwrite)
 
 
 def device_name(name: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sampo_engine._config import add_dataclass_arguments, dataclass_from_args
+from sampo_engine.commands import add_threads_argument
 
 EPILOG = """\
 Every method (the base model without adapter, then each --adapter) answers the same seeded
@@ -45,13 +46,7 @@ def add_parser(subparsers):
         metavar="DIR",
         help=field.metadata["help"],
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="CPU threads for torch (0 = auto: the cores this process may use minus those other "
-        "processes keep busy, or OMP_NUM_THREADS when set) (default: 0)",
-    )
+    add_threads_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

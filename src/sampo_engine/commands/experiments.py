@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sampo_engine._config import add_dataclass_arguments, dataclass_from_args
+from sampo_engine.commands import add_threads_argument
 
 EPILOG = """\
 Trains every configuration of the grid (data fractions; ablations of L_inter, L_intra, L_sup;
@@ -42,13 +43,7 @@ def add_parser(subparsers):
         default=None,
         help="instead of running: merge the reports of finished grids (one per dataset) into --out",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="CPU threads for torch (0 = auto: the cores this process may use minus those other "
-        "processes keep busy, or OMP_NUM_THREADS when set) (default: 0)",
-    )
+    add_threads_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from sampo_engine._config import add_dataclass_arguments, dataclass_from_args
+from sampo_engine.commands import add_threads_argument
 from sampo_engine.errors import ConfigError, DataError
 
 EPILOG = """\
@@ -65,13 +66,7 @@ def add_parser(subparsers):
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="CPU threads for torch (0 = auto: the cores this process may use minus those other "
-        "processes keep busy, or OMP_NUM_THREADS when set) (default: 0)",
-    )
+    add_threads_argument(parser)
     add_dataclass_arguments(parser, PredictConfig)
     return parser
 

@@ -177,6 +177,38 @@ def _edge_perimeter(labels: np.ndarray, top: int) -> np.ndarray:
     return edges * (np.pi / 4)
 
 
+def label_moments(labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-label area, centroid (row, col), eccentricity and major/minor axis length of an
+    (H, W) int label map, each an array indexed by label id (0 .. max), from ``np.bincount``
+    over the foreground pixels at once (memory ∝ nuclei, not image).
+
+    Eccentricity is regionprops' (sqrt(1 − λ2/λ1) of the inertia tensor's eigenvalues, 0 for a
+    single pixel); the axes are 4·sqrt(λ) without regionprops' 1/12 pixel term (the same up to
+    that constant). Returns (area, row, col, eccentricity, major, minor).
+    """
+    flat = labels.ravel()
+    inside = np.flatnonzero(flat)
+    lab = flat[inside]
+    top = int(labels.max()) if labels.size else 0
+    area = np.bincount(lab, minlength=top + 1).astype(np.float64)
+    r, c = np.divmod(inside, labels.shape[1])
+    r = r.astype(np.float64)
+    c = c.astype(np.float64)
+
+    def mean(values):
+        return np.bincount(lab, weights=values, minlength=top + 1) / np.maximum(area, 1)
+
+    mr, mc = mean(r), mean(c)
+    dr, dc = r - mr[lab], c - mc[lab]  # centred per label (two passes: no cancellation)
+    var_r, var_c, cov = mean(dr * dr), mean(dc * dc), mean(dr * dc)
+    half_sum = (var_r + var_c) / 2
+    half_diff = np.sqrt(((var_r - var_c) / 2) ** 2 + cov**2)
+    l1 = half_sum + half_diff
+    l2 = np.maximum(half_sum - half_diff, 0.0)
+    ecc = np.sqrt(np.clip(1 - np.divide(l2, l1, out=np.ones_like(l1), where=l1 > 1e-12), 0, 1))
+    return area, mr, mc, ecc, 4 * np.sqrt(l1), 4 * np.sqrt(l2)
+
+
 def _morphology_columns(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, (N, 2) (row, col) centroids, (N, 6) morphology columns) of every nucleus.
 
@@ -188,30 +220,9 @@ def _morphology_columns(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     """
     from scipy import ndimage as ndi
 
-    flat = labels.ravel()
-    inside = np.flatnonzero(flat)
-    lab = flat[inside]
     top = int(labels.max())
-    area_all = np.bincount(lab, minlength=top + 1).astype(np.float64)
+    area_all, mr, mc, ecc, major, minor = label_moments(labels)
     ids = np.flatnonzero(area_all[1:]) + 1
-    r, c = np.divmod(inside, labels.shape[1])
-    r = r.astype(np.float64)
-    c = c.astype(np.float64)
-
-    def mean(values):
-        return np.bincount(lab, weights=values, minlength=top + 1) / np.maximum(area_all, 1)
-
-    mr, mc = mean(r), mean(c)
-    dr, dc = r - mr[lab], c - mc[lab]
-    var_r, var_c, cov = mean(dr * dr), mean(dc * dc), mean(dr * dc)
-    # regionprops' inertia tensor eigenvalues (with its 1/12 pixel term folded out: same axes
-    # up to that constant, which standardisation removes)
-    half_sum = (var_r + var_c) / 2
-    half_diff = np.sqrt(((var_r - var_c) / 2) ** 2 + cov**2)
-    l1 = half_sum + half_diff
-    l2 = np.maximum(half_sum - half_diff, 0.0)
-    ecc = np.sqrt(np.clip(1 - np.divide(l2, l1, out=np.ones_like(l1), where=l1 > 1e-12), 0, 1))
-    major, minor = 4 * np.sqrt(l1), 4 * np.sqrt(l2)
     boxes = ndi.find_objects(labels)
     box_area = np.ones(top + 1)
     for i, box in enumerate(boxes, start=1):

@@ -144,8 +144,9 @@ def check_compatible(
         )
 
 
-def prepare_out_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
-    """Make ``out`` ready for a run without ever clobbering a user's folder.
+def check_out_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> None:
+    """The refusals of :func:`prepare_out_dir`, made without touching the folder (the CLI calls
+    this before it imports torch).
 
     New or empty: fine. A finished bundle or an interrupted run: needs ``--resume`` (continue) or
     ``--overwrite`` (start again). Any other non-empty folder: refused.
@@ -156,10 +157,9 @@ def prepare_out_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> Pa
     if resume:
         if not (out / "checkpoint.pt").is_file():
             raise ConfigError(f"nothing to resume in {out} (no checkpoint.pt); drop --resume")
-        return out
+        return
     if out.is_dir() and any(out.iterdir()):
-        ours = (out / BUNDLE_FILE).exists() or (out / RUN_MARKER).exists()
-        if not ours:
+        if not ((out / BUNDLE_FILE).exists() or (out / RUN_MARKER).exists()):
             raise ConfigError(
                 f"--out {out} is a non-empty folder that is not a SAMPO bundle; nothing was "
                 f"written — choose a new or empty folder"
@@ -169,6 +169,16 @@ def prepare_out_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> Pa
                 f"--out {out} already holds a SAMPO run; pass --resume to continue it or "
                 f"--overwrite to replace it"
             )
+
+
+def prepare_out_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
+    """Make ``out`` ready for a run without ever clobbering a user's folder
+    (:func:`check_out_dir` decides; an overwritten run's files are removed, nothing else)."""
+    check_out_dir(out, resume, overwrite)
+    out = Path(out)
+    if resume:
+        return out
+    if out.is_dir() and any(out.iterdir()):
         for name in (
             BUNDLE_FILE,
             RUN_MARKER,
