@@ -98,7 +98,7 @@ def _split(data) -> tuple[str, str]:
 def result_layer_name(task: str, class_name: str | None) -> str:
     if task == "t1":
         return "SAMPO T1 nuclei"
-    from sampo_engine.predict.predictor import DEFAULT_T2_CLASS
+    from sampo_engine.predict.config import DEFAULT_T2_CLASS
 
     if not class_name or class_name == DEFAULT_T2_CLASS:
         return "SAMPO T2 same type"
@@ -586,7 +586,7 @@ class SegmentWidget(QWidget):
         from napari_sampo._models import base_needed_by, unusable_message
         from sampo_engine.errors import ConfigError
         from sampo_engine.models.availability import SHIPPED, model_state
-        from sampo_engine.predict.predictor import PredictConfig
+        from sampo_engine.predict.config import PredictConfig
 
         kind, value = self._model_choice()
         device = self.device_combo.currentData()

@@ -40,7 +40,7 @@ FALSE_VALUES = {"0", "false", "f", "no", "n", "neg", "negative", "-", "0.0", "-1
 
 
 def add_parser(subparsers):
-    from sampo_engine.predict.predictor import PredictConfig
+    from sampo_engine.predict.config import PredictConfig
 
     parser = subparsers.add_parser(
         "predict",
