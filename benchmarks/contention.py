@@ -63,23 +63,6 @@ BUSY_LOOP = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhil
 
 
 # ------------------------------------------------------------------------------ the child
-def _clicks(inst, box: int, seed: int = 0):
-    """3 positive nucleus centres + 3 background points inside the top-left ``box`` px."""
-    import numpy as np
-    from scipy import ndimage as ndi
-
-    rng = np.random.default_rng(seed)
-    sub = inst[:box, :box]
-    ids = np.unique(sub)
-    ids = ids[ids > 0]
-    chosen = rng.choice(ids, size=min(3, len(ids)), replace=False)
-    centres = ndi.center_of_mass(np.ones_like(sub), sub, chosen)
-    pos = np.array([(c, r) for r, c in centres], np.float32)
-    bg_r, bg_c = np.nonzero(sub == 0)
-    pick = rng.choice(len(bg_r), size=3, replace=False)
-    neg = np.stack([bg_c[pick], bg_r[pick]], 1).astype(np.float32)
-    labels = np.array([1] * len(pos) + [0, 0, 0], np.int64)
-    return np.concatenate([pos, neg]), labels
 
 
 def _reference_seconds(torch, repeats: int = 3) -> float:
@@ -152,7 +135,10 @@ def child(args) -> int:
 
     choice = configure_threads(args.threads)  # what `sampo-engine predict` does
     sample = synthetic_tile(args.size, seed=1)
-    points, labels = _clicks(sample.inst, 224)
+    import numpy as np
+    from predict_bench import _clicks  # the same clicks as the prediction benchmark
+
+    points, labels = _clicks(sample.inst, 224, np.random.default_rng(0))
     config = PredictConfig(model="tiny", adapter=str(out / "adapter"), device="cpu")
     predictor = TilePredictor(config)
     predictor.set_image(sample.image[:224, :224])  # warm-up (allocator), not counted

@@ -171,7 +171,9 @@ class EvalConfig:
         if self.workers < 0:
             raise ConfigError("--workers must be ≥ 0 (0 = choose from the CPU count)")
         modes = [m.strip() for m in self.t2_modes.split(",") if m.strip()]
-        bad = [m for m in modes if m not in ("decoder", "exemplar", "hybrid")]
+        from sampo_engine.predict.nucleus_classes import T2_MODES
+
+        bad = [m for m in modes if m not in T2_MODES]
         if bad or not modes:
             raise ConfigError(
                 f"--t2-modes {self.t2_modes!r}: use a comma-separated list of decoder, "

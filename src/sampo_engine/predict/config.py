@@ -13,6 +13,7 @@ import numpy as np
 from sampo_engine._config import option
 from sampo_engine.errors import ConfigError, DataError
 from sampo_engine.models.registry import MODEL_TYPES
+from sampo_engine.predict.nucleus_classes import DEFAULT_T2_MODE, T2_MODES
 from sampo_engine.predict.propagation import (
     DEFAULT_MIN_SIMILARITY,
     DEFAULT_MIN_SPACING,
@@ -68,11 +69,11 @@ class PredictConfig:
         "", f"class name written for the result (default: none for T1, {DEFAULT_T2_CLASS!r} for T2)"
     )
     t2_mode: str = option(
-        "exemplar",
+        DEFAULT_T2_MODE,
         "how T2 picks the nuclei of the clicked type: exemplar = segment every nucleus, then "
         "classify each one from the clicked nuclei (docs/exemplars.md); decoder = SAM's decoder "
         "reads the type from the clicks; hybrid = the mean of both per nucleus",
-        choices=("decoder", "exemplar", "hybrid"),
+        choices=T2_MODES,
     )
     classifier: str = option(
         "logreg",

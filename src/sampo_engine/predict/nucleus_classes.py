@@ -25,7 +25,7 @@ no decoder, no instance split (``benchmarks/exemplar_bench.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,7 +63,6 @@ class NucleiIndex:
     labels: np.ndarray
     descriptors: object
     standardised: np.ndarray
-    _pixel_rows: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, key: str, image, labels, embeddings=None, grid=None) -> NucleiIndex:
