@@ -1,4 +1,4 @@
-"""How much slower do training and prediction get beside other CPU-bound processes? (issue #19)
+"""How much slower do training and prediction get beside other CPU-bound processes? (docs/performance.md)
 
 Measured in ONE run, on the CPU, as busy / quiet ratios of the same work:
 
@@ -14,7 +14,7 @@ OpenMP wait policy is chosen before torch is imported, then the thread count; se
 ``--busy`` pure-Python busy loops (default: one per core this process may use), started before
 the child and killed when it ends (each also stops by itself after ``--busy-limit`` seconds).
 The synthetic tiles are generated once, before any timing. ``--untuned`` adds both conditions
-with torch's defaults as the engine had them before issue #19 (one thread per core, idle
+with torch's defaults as the engine had them before its thread tuning (one thread per core, idle
 threads spinning: ``GOMP_SPINCOUNT=300000``, libgomp's default), for comparison.
 
     python benchmarks/contention.py --json contention.json          # ~5 min on 2 cores
@@ -27,7 +27,7 @@ machine's sharing alone costs a thread that never waits for a team-mate, the flo
 ratios under the same load (on a VM whose virtual cores share physical ones it is well above the
 time-share arithmetic).
 
-Target (issue #19): busy / quiet ≤ 3 for both (one busy loop per core; a fair share of the
+Target: busy / quiet ≤ 3 for both (one busy loop per core; a fair share of the
 cores would make it about 2 on a quiet machine).
 """
 

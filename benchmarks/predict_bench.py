@@ -1,4 +1,4 @@
-"""Benchmark whole-tile prediction (issue #5; targets in issue #7).
+"""Benchmark whole-tile prediction (targets and figures: docs/performance.md).
 
 Measured in ONE run, on whatever device ``auto`` picks, with RANDOM vit_b weights (speed does
 not depend on the weights; no download needed):
@@ -26,7 +26,7 @@ Propagation runs with ``similarity=-1`` so EVERY tile is decoded (the decoder's 
     python benchmarks/predict_bench.py --json bench.json
     python benchmarks/predict_bench.py --size 1024 --naive-patches 1   # quicker
 
-Targets (issue #7): speedup ≥ 20, overhead ≤ 1.3, reprompt ≤ 0.05.
+Targets: speedup ≥ 20, overhead ≤ 1.3, reprompt ≤ 0.05.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     python benchmarks/run.py [--quick] [--device cpu|cuda] [--json OUT.json]
 
 Runs ``train_step.py`` and ``predict_bench.py`` (each in its own process, so each peak-memory
-figure is its own), merges their JSON, prints one table with the issue #7 targets and writes
+figure is its own), merges their JSON, prints one table with the targets (docs/performance.md) and writes
 the JSON. All speed figures are ratios measured within one run: the machines are shared and
 noisy. ``--quick`` finishes in under 5 minutes on a 2-core CPU. On CUDA it also runs
 ``gpu.py`` (throughput, TFLOP/s vs bf16 peak, GPU memory at batch sizes 2, 8, 16).

@@ -1,4 +1,4 @@
-"""Does the fast instance split segment as well as scikit-image's watershed? (issue #7)
+"""Does the fast instance split segment as well as scikit-image's watershed? (docs/performance.md)
 
 ``split_instances`` floods its seeds by steepest ascent (:func:`flood_to_markers`). This script
 scores it against the same pipeline with the flood replaced by one
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     from skimage.segmentation import watershed
 
     import sampo_engine.predict.instances as instances
-    from sampo_engine.eval.metrics import get_fast_aji, get_fast_pq
+    from sampo_engine.scoring.metrics import get_fast_aji, get_fast_pq
 
     ascent = instances.flood_to_markers
 

@@ -13,15 +13,14 @@ import sys
 
 import pytest
 
-from sampo_engine import weights
 from sampo_engine.models import availability
+from sampo_engine.models import checkpoints as weights
 from sampo_engine.models.availability import (
     default_model,
     model_state,
     model_states,
-    needs_full_training,
 )
-from sampo_engine.models.registry import SPECS
+from sampo_engine.models.registry import SPECS, must_train_in_full
 
 
 @pytest.fixture
@@ -110,12 +109,12 @@ def test_a_shipped_model_comes_first(cache, shipped, without_shipped):
     assert state.state == "shipped" and state.usable and state.path == shipped
     assert state.size == 2_500_000 and state.label == "fake-shipped — shipped"
     assert default_model() == "fake-shipped"
-    assert not needs_full_training("fake-shipped")  # LoRA on its weights
+    assert not must_train_in_full("fake-shipped")  # LoRA on its weights
 
 
-def test_needs_full_training():
-    assert needs_full_training("tiny") and needs_full_training("small")
-    assert not any(needs_full_training(m) for m in ("vit_b", "vit_l", "vit_h", "nuclei-small"))
+def test_must_train_in_full():
+    assert must_train_in_full("tiny") and must_train_in_full("small")
+    assert not any(must_train_in_full(m) for m in ("vit_b", "vit_l", "vit_h", "nuclei-small"))
 
 
 def test_imports_no_torch():

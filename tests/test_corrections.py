@@ -1,16 +1,14 @@
-"""Issue #10: the corrections store, records, the offline preference loss and the trainer hook."""
+"""The corrections store, records, the offline preference loss and the trainer hook."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from sampo_engine.corrections import (
+from sampo_engine.corrections.store import (
     CorrectionRecord,
     CorrectionStore,
     edited_region,
@@ -19,8 +17,6 @@ from sampo_engine.corrections import (
 )
 from sampo_engine.errors import ConfigError, DataError
 from sampo_engine.losses import dpo_loss, mask_loglik
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _record(size=32, seed=0, **kw) -> CorrectionRecord:
@@ -196,11 +192,8 @@ def test_reviewed_loglik_counts_only_the_reviewed_region():
 
 
 def test_simulated_pathologist_deletes_objects_that_are_not_nuclei():
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from corrections_study import correct
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
+    from sampo_engine.experiments.corrections_study import correct
+
     target = np.zeros((20, 20), bool)
     target[2:8, 2:8] = True  # a nucleus
     original = np.zeros((20, 20), bool)
@@ -214,9 +207,10 @@ def test_simulated_pathologist_deletes_objects_that_are_not_nuclei():
 
 
 def test_corrections_term_learns_the_records():
+    from sampo_engine.corrections.pairs import CorrectionsDataset
     from sampo_engine.models.build import build_sam
     from sampo_engine.models.lora import full_finetune
-    from sampo_engine.train.corrections_loss import CorrectionsDataset, corrections_term
+    from sampo_engine.train.corrections_loss import corrections_term
 
     torch.manual_seed(0)
     adapted = full_finetune(build_sam("tiny", None, 112))
@@ -238,7 +232,7 @@ def test_corrections_term_learns_the_records():
 
 
 def test_dataset_crops_large_records_around_the_edits():
-    from sampo_engine.train.corrections_loss import CorrectionsDataset
+    from sampo_engine.corrections.pairs import CorrectionsDataset
 
     rec = _record(32)
     big = CorrectionRecord(
@@ -312,37 +306,35 @@ def test_train_cli_uses_corrections(tmp_path):
     assert main([*args, "--out", str(tmp_path / "x"), "--corrections", str(tmp_path / "none")]) != 0
 
 
-def test_corrections_are_refused_under_torchrun(tmp_path, monkeypatch):
-    from sampo_engine.train import distributed
+def test_corrections_are_refused_under_torchrun(tmp_path):
     from sampo_engine.train.config import TrainConfig
+    from sampo_engine.train.distributed import DistContext
     from sampo_engine.train.trainer import Trainer
 
     with pytest.raises(ConfigError, match="corrections-weight"):
         TrainConfig(data="d", out="o", model="tiny", full=True, corrections_weight=-1).validate()
 
-    class FakeDist:
-        enabled = True
-
+    CorrectionStore(tmp_path).add(_record(112, seed=1))
     trainer = Trainer.__new__(Trainer)
     trainer.config = TrainConfig(data="d", out="o", corrections=str(tmp_path))
-    trainer.dist = FakeDist()
+    trainer.log = lambda *a, **k: None
+    trainer.dist = DistContext(rank=0, world=2)  # rank 0 of a two-process torchrun
     with pytest.raises(ConfigError, match="torchrun"):
         trainer._load_corrections()
-    assert distributed  # the hook lives next to the other distributed notes
+    trainer.dist = DistContext()  # one process: the same records load
+    assert len(trainer._load_corrections()) == 1
 
 
 # ----------------------------------------------------------------------------- the study
 def test_the_corrections_study_runs_end_to_end_and_reports_every_number(tmp_path):
-    """A smoke run of ``tools/corrections_study.py`` at toy sizes (~7 s): base pre-training, the
+    """A smoke run of the corrections study (``sampo_engine.experiments.corrections_study``,
+    ``tools/corrections_study.py``) at toy sizes (~7 s): base pre-training, the
     simulated pathologist's records, both fine-tuning arms on one seed, held-out scores and the
     table. It checks the pipeline and the report, not the study's claim: that learning from the
     corrections beats the same steps without them on held-out tiles is shown by the study at its
     defaults (``python tools/corrections_study.py``, ~2 min; docs/corrections.md)."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from corrections_study import StudyConfig, run_study, summary_table
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
+    from sampo_engine.experiments.corrections_study import StudyConfig, run_study, summary_table
+
     cfg = StudyConfig(
         image_size=64,
         train_images=4,

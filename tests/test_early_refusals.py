@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from sampo_engine import early_checks
 from sampo_engine.cli import main
-from sampo_engine.commands import _checks
 from sampo_engine.errors import CheckpointError, ConfigError, DataError
 
 
@@ -51,7 +51,7 @@ def test_train_with_a_missing_data_folder_answers_at_once_without_torch(tmp_path
     )
     assert "Traceback" not in message
     assert wall < 5, f"refused after {wall:.1f} s"
-    assert "sampo_engine.commands._checks" in imported  # the listing is real ...
+    assert "sampo_engine.early_checks" in imported  # the listing is real ...
     assert not {"torch", "peft"} & imported, sorted(imported & {"torch", "peft"})  # ... no torch
     assert not (tmp_path / "x").exists()  # nothing written
 
@@ -134,25 +134,25 @@ def test_every_command_refuses_wrong_paths_before_torch(tmp_path, args, expected
 
 def test_check_functions_name_the_problem_and_the_remedy(tmp_path):
     with pytest.raises(DataError, match="is a file; point to the dataset folder"):
-        _checks.dataset_folder(Path(__file__))
+        early_checks.dataset_folder(Path(__file__))
     with pytest.raises(DataError, match="has an empty entry"):
-        _checks.dataset_folders(f"{tmp_path},,{tmp_path}")
-    _checks.dataset_folders(f"{tmp_path}, {tmp_path}")  # pooled folders, spaces allowed
+        early_checks.dataset_folders(f"{tmp_path},,{tmp_path}")
+    early_checks.dataset_folders(f"{tmp_path}, {tmp_path}")  # pooled folders, spaces allowed
     with pytest.raises(ConfigError, match="no data: pass --data"):
-        _checks.dataset_folder("")
+        early_checks.dataset_folder("")
     with pytest.raises(CheckpointError, match="is a folder, not a file"):
-        _checks.checkpoint_file(tmp_path)
+        early_checks.checkpoint_file(tmp_path)
     with pytest.raises(DataError, match="is a folder; pass an image file"):
-        _checks.image_file(tmp_path)
+        early_checks.image_file(tmp_path)
     with pytest.raises(DataError, match="corrections folder .* not found"):
-        _checks.corrections_folder(tmp_path / "nope")
-    _checks.device_name("cuda:1")
+        early_checks.corrections_folder(tmp_path / "nope")
+    early_checks.device_name("cuda:1")
     (tmp_path / "note.txt").write_text("x")
     with pytest.raises(ConfigError, match="non-empty folder that is not a SAMPO bundle"):
-        _checks.run_folder(tmp_path, resume=False, overwrite=True)
+        early_checks.run_folder(tmp_path, resume=False, overwrite=True)
     with pytest.raises(ConfigError, match="is a file"):
-        _checks.run_folder(tmp_path / "note.txt", resume=False, overwrite=False)
-    _checks.run_folder(tmp_path / "new", resume=False, overwrite=False)  # a new folder is fine
+        early_checks.run_folder(tmp_path / "note.txt", resume=False, overwrite=False)
+    early_checks.run_folder(tmp_path / "new", resume=False, overwrite=False)  # a new folder is fine
     assert not (tmp_path / "new").exists()  # and the check wrote nothing
 
 
@@ -161,7 +161,7 @@ def test_a_valid_bundle_passes_and_an_official_checkpoint_is_asked_for_early(
 ):
     """The bundle check accepts a real bundle folder; `train` with vit_b and no cached
     checkpoint is refused with the download command before any data is read."""
-    _checks.adapter_bundle(_bundle(tmp_path / "b"))
+    early_checks.adapter_bundle(_bundle(tmp_path / "b"))
     monkeypatch.setenv("SAMPO_CACHE_DIR", str(tmp_path / "cache"))
     data = tmp_path / "data"
     data.mkdir()

@@ -121,9 +121,9 @@ def test_breakdowns_are_consistent(evaluated):
 def test_scores_match_an_independent_recomputation(evaluated, setup):
     """Main scores, the trivial row and "T1 answer as T2" recomputed from score_queries."""
     from sampo_engine.data.detect import open_dataset
-    from sampo_engine.eval.queries import dice_iou, make_queries, score_queries
     from sampo_engine.models.loading import load_model
     from sampo_engine.prompts import target_mask
+    from sampo_engine.scoring.queries import dice_iou, make_queries, score_queries
 
     out, m = evaluated
     dataset = open_dataset(setup / "test")
@@ -267,8 +267,8 @@ def test_t2_alone_still_scores_the_t1_answer_as_t2(setup, tmp_path):
 def test_shared_crop_encoding_gives_the_same_logits(setup):
     """Queries on one crop share an encoder pass; the outputs equal one-by-one encoding."""
     from sampo_engine.data.detect import open_dataset
-    from sampo_engine.eval.queries import make_queries, predict_queries
     from sampo_engine.models.loading import load_model
+    from sampo_engine.scoring.queries import make_queries, predict_queries
 
     queries = make_queries(open_dataset(setup / "test"), [0], 224, "both", seed=0)
     assert len({q.name for q in queries}) < len(queries)  # several intents per crop

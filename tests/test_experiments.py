@@ -5,7 +5,8 @@ import json
 import pytest
 
 from sampo_engine.cli import main
-from sampo_engine.eval.experiments import ABLATION_ROWS, PRESETS, RunSpec, plan_runs
+from sampo_engine.experiments.grid_config import ABLATION_ROWS, PRESETS
+from sampo_engine.experiments.grid_plan import RunSpec, plan_runs
 
 
 def test_paper_grid_matches_the_paper_tables():

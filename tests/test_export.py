@@ -14,9 +14,11 @@ from sampo_engine.errors import DataError
 from sampo_engine.predict.export import (
     labels_to_geojson,
     nucleus_table,
+    prediction_classes,
     write_csv,
     write_geojson,
     write_instance_tiff,
+    write_prediction,
 )
 
 
@@ -214,3 +216,58 @@ def test_eccentricity_matches_regionprops():
     ours = [row["eccentricity"] for row in nucleus_table(labels)]
     ref = regionprops_table(labels, properties=["label", "eccentricity"])["eccentricity"]
     np.testing.assert_allclose(ours, ref, atol=1e-9)
+
+
+class _Nucleus:
+    """The part of a NucleusClasses the exports read."""
+
+    def __init__(self, ids, classes=None, class_names=(), probability=None):
+        self.ids = np.asarray(ids)
+        self.classes = np.asarray(classes if classes is not None else [0] * len(ids))
+        self.class_names = list(class_names)
+        self._probability = dict(probability or {})
+
+    def label_probability(self) -> dict[int, float]:
+        return dict(self._probability)
+
+
+def test_prediction_classes_for_each_kind_of_answer():
+    labels = _toy_labels()
+    assert prediction_classes(labels) == (None, None, None)  # T1: no class
+    assert prediction_classes(labels, nucleus=_Nucleus([3, 7])) == (None, None, None)
+    label_classes, names, probability = prediction_classes(labels, class_name="Lymphocyte")
+    assert label_classes == {3: 1, 7: 1, 12: 1, 20: 1} and names == {1: "Lymphocyte"}
+    assert probability is None
+    # T2 by nucleus: labels painted in later (20 here) have no probability
+    nucleus = _Nucleus([3, 7, 12, 99], probability={3: 0.9, 7: 0.6, 12: 0.51, 99: 0.7})
+    _, _, probability = prediction_classes(labels, "T2 target", nucleus)
+    assert probability == {3: 0.9, 7: 0.6, 12: 0.51}
+    # class labelling: class k of the answer is id k + 1, for every nucleus it classified
+    nucleus = _Nucleus([3, 7], [1, 0], ["tumour", "lymphocyte"], {3: 0.8, 7: 0.55})
+    label_classes, names, probability = prediction_classes(labels, None, nucleus, "classes")
+    assert label_classes == {3: 2, 7: 1} and names == {1: "tumour", 2: "lymphocyte"}
+    assert probability == {3: 0.8, 7: 0.55}
+
+
+def test_write_prediction_writes_the_three_exports(tmp_path):
+    labels = _toy_labels()
+    image = np.random.default_rng(0).integers(0, 256, (*labels.shape, 3), dtype=np.uint8)
+    nucleus = _Nucleus([3, 7], probability={3: 0.9, 7: 0.6})
+    paths = {k: tmp_path / f"a.{k}" for k in ("labels", "geojson", "csv")}
+    written = write_prediction(paths, labels, image=image, class_name="x", nucleus=nucleus)
+    assert written == [paths["labels"], paths["geojson"], paths["csv"]]
+    # the same files as the writers called one by one with the classes of prediction_classes
+    label_classes, names, probability = prediction_classes(labels, "x", nucleus)
+    kwargs = {
+        "class_names": names,
+        "label_classes": label_classes,
+        "label_probability": probability,
+    }
+    write_instance_tiff(tmp_path / "b.tif", labels)
+    write_geojson(tmp_path / "b.geojson", labels, **kwargs)
+    write_csv(tmp_path / "b.csv", labels, image=image, **kwargs)
+    for kind, suffix in (("labels", "tif"), ("geojson", "geojson"), ("csv", "csv")):
+        assert paths[kind].read_bytes() == (tmp_path / f"b.{suffix}").read_bytes()
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["probability"] for r in rows] == ["0.9", "0.6", "", ""]
+    assert {r["class"] for r in rows} == {"x"}

@@ -1,4 +1,4 @@
-"""``TrainConfig.init_adapter``: a run continues from an adapter bundle (issue #19).
+"""``TrainConfig.init_adapter``: a run continues from an adapter bundle (docs/training.md).
 
 The tiny model on generated tiles, a few steps per run: a --full run gives a base, a LoRA run on
 that base gives a LoRA bundle, and a third run starts from it. Checks that the LoRA weights are

@@ -7,8 +7,8 @@ import pytest
 from skimage.draw import disk
 
 from sampo_engine.errors import DataError
-from sampo_engine.eval.metrics import instance_metrics
 from sampo_engine.predict.instances import split_instances
+from sampo_engine.scoring.metrics import instance_metrics
 
 
 def _two_touching_discs(shape=(60, 80)) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Hand-computed checks of the binary and instance metrics (sampo_engine.eval.metrics)."""
+"""Hand-computed checks of the binary and instance metrics (sampo_engine.scoring.metrics)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sampo_engine.errors import DataError
-from sampo_engine.eval.metrics import (
+from sampo_engine.scoring.metrics import (
     OverlapCounts,
     PooledOverlap,
     detection_f1,

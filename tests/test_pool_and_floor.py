@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from sampo_engine.cli import main
 from sampo_engine.data.folder import write_folder
@@ -105,21 +104,3 @@ def test_small_architecture_builds_and_refuses_lora_without_a_base(tmp_path, cap
     args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "small"]
     assert main(args) != 0
     assert "small has no pretrained weights" in capsys.readouterr().err
-
-
-def test_region_pixel_loss_ignores_pixels_outside_the_region():
-    from sampo_engine.losses import pixel_loss
-
-    logits = torch.zeros(1, 8, 8, requires_grad=True)
-    target = torch.zeros(1, 8, 8)
-    target[0, :4] = 1
-    region = torch.zeros(1, 8, 8, dtype=torch.bool)
-    region[0, 2:6] = True
-    loss = pixel_loss(logits, target, region=region)
-    loss.backward()
-    assert torch.all(logits.grad[0, :2] == 0) and torch.all(logits.grad[0, 6:] == 0)
-    assert torch.all(logits.grad[0, 2:4] < 0) and torch.all(logits.grad[0, 4:6] > 0)
-    # the whole image as region equals the plain loss; an empty region costs nothing
-    full = pixel_loss(logits, target, region=torch.ones_like(region))
-    assert torch.isclose(full, pixel_loss(logits, target))
-    assert pixel_loss(logits, target, region=torch.zeros_like(region)) == 0

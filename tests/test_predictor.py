@@ -359,3 +359,12 @@ def test_clicked_tiles_use_at_most_three_nearest_clicks(tiny):
     p1 = prompts[1]  # tile-local coordinates: tile 1 starts at x = 192
     assert p1.points[p1.labels == 1].tolist() == [[8.0, 100.0]]
     assert p1.points[p1.labels == 0].tolist() == [[8.0, 200.0]]
+
+
+def test_the_task_is_part_of_the_config_and_validated():
+    from sampo_engine.errors import ConfigError
+    from sampo_engine.predict.config import PREDICT_TASKS, PredictConfig
+
+    assert PREDICT_TASKS == ("t1", "t2", "classes") and PredictConfig().task == "t1"
+    with pytest.raises(ConfigError, match="--task must be one of t1, t2, classes, not 'all'"):
+        PredictConfig(task="all").validate()

@@ -1,33 +1,30 @@
-"""tools/real_data_study.py end to end on generated data: split, pretrain, fine-tune, evaluate and
-report, as the study is run (tiny schedules; the real study's numbers are in docs/results.md)."""
+"""The real-data study (``sampo_engine.experiments.real_data``, ``tools/real_data_study.py``) end
+to end on generated data: split, pretrain, fine-tune, evaluate and report, as the study is run
+(tiny schedules; the real study's numbers are in docs/results.md)."""
 
 import contextlib
 import json
 import sys
 import time
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from sampo_engine.cli import main
 from sampo_engine.data.folder import write_folder
 from sampo_engine.data.synthetic import make_synthetic_dataset
-
-ROOT = Path(__file__).resolve().parents[1]
+from sampo_engine.experiments.real_data import plan, stages
+from sampo_engine.experiments.real_data import study as real_data_study
 
 
 @pytest.fixture()
 def study(monkeypatch):
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import real_data_study
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
-    # two small datasets: one with classes (T1 + T2), one with outlines only (T1)
-    monkeypatch.setattr(real_data_study, "DATASETS", {"typed": ("t1+t2", 1), "plain": ("t1", 1)})
+    # two small datasets: one with classes (T1 + T2), one with outlines only (T1); the split and
+    # the training's --data both read plan.DATASETS
+    monkeypatch.setattr(plan, "DATASETS", {"typed": ("t1+t2", 1), "plain": ("t1", 1)})
     commands = []
 
-    def in_process(cmd, log, threads=0):
+    def in_process(cmd, log, threads=0, cwd=None):
         """The study's `run`, minus the subprocess: the same `sampo-engine` command line through
         the CLI's main in this process (8 commands: ~30 s of torch imports saved)."""
         assert cmd[:3] == [sys.executable, "-m", "sampo_engine.cli"], cmd
@@ -40,9 +37,8 @@ def study(monkeypatch):
             sys.exit(f"failed ({code}): see {log}")
         return time.perf_counter() - t0
 
-    monkeypatch.setattr(real_data_study, "run", in_process)
-    real_data_study.commands_run = commands
-    return real_data_study
+    monkeypatch.setattr(stages, "run", in_process)  # pretrain, finetune and evaluate call it
+    return SimpleNamespace(main=real_data_study.main, commands_run=commands)
 
 
 def test_study_runs_end_to_end_and_writes_the_report(study, tmp_path):

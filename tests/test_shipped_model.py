@@ -12,7 +12,7 @@ import pytest
 
 from sampo_engine.errors import CheckpointError
 from sampo_engine.models import availability
-from sampo_engine.models.registry import SPECS
+from sampo_engine.models.registry import SPECS, must_train_in_full
 
 NAME = "nuclei-small"
 
@@ -26,7 +26,7 @@ def test_shipped_model_is_listed_and_is_the_default_offline(offline):
     state = availability.model_state(NAME)
     assert state.state == availability.SHIPPED and state.usable and state.path.is_file()
     assert availability.default_model() == NAME
-    assert not availability.needs_full_training(NAME)  # LoRA starts from it
+    assert not must_train_in_full(NAME)  # LoRA starts from it
     card = json.loads(state.path.with_suffix(".json").read_text())
     assert card["architecture"] == SPECS[NAME].architecture == "small"
     assert card["input_size"] == 224 and card["um_per_px"] == 0.25

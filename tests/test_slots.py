@@ -49,3 +49,14 @@ def test_iou_head_breaks_ties():
     z = np.zeros((3, 4, 4), np.float32)  # every slot equally unsure
     points, labels = np.array([[1.0, 1.0]], np.float32), np.array([1])
     assert select_slot(z, np.array([0.2, 0.3, 0.9]), points, labels, 4, "clicks") == 2
+
+
+def test_auto_rule_is_clicks_for_t2_and_the_iou_head_for_t1():
+    import pytest
+
+    from sampo_engine.models.slots import slot_rule_for
+
+    assert slot_rule_for("auto", "t2") == "clicks" and slot_rule_for("auto", "t1") == "iou"
+    assert slot_rule_for("iou", "t2") == "iou" and slot_rule_for("clicks", "t1") == "clicks"
+    with pytest.raises(ValueError, match="unknown slot rule 'best'"):
+        slot_rule_for("best", "t1")

@@ -139,6 +139,13 @@ def test_resume_after_sigkill_loses_at_most_one_epoch(data_dir, tmp_path):
         (["--task", "t2", "--data", "{nocls}"], "T2 needs class labels"),
         (["--image-size", "100"], "multiple of 16"),
         (["--data", "{missing}"], "missing"),
+        (["--beta", "0"], "--beta must be > 0"),
+        (["--beta", "-2"], "pass --alpha 0"),
+        (["--alpha", "-1"], "--alpha must be ≥ 0"),
+        (["--lam", "-0.5"], "--lam must be ≥ 0"),
+        (["--lr", "0"], "--lr must be > 0"),
+        (["--tie-margin", "1.5"], "--tie-margin must be in [0, 1)"),
+        (["--warmup-steps", "-3"], "--warmup-steps must be ≥ 0"),
     ],
 )
 def test_bad_input_gives_clear_message(data_dir, tmp_path, capsys, extra, message):
@@ -230,3 +237,24 @@ def test_threads_are_chosen_for_the_run_and_restored_after(data_dir, tmp_path, c
     assert main(_args(data_dir, tmp_path / "b", "--epochs", "1", "--max-steps", "1")) == 0
     assert "torch CPU threads: 1 (OMP_NUM_THREADS)" in capsys.readouterr().out
     assert torch.get_num_threads() == before
+
+
+def test_the_trainer_leaves_its_callers_config_as_given(tmp_path):
+    """Data without classes trains T1 only; the caller's ``task="both"`` is not rewritten."""
+    from sampo_engine.train.config import TrainConfig
+    from sampo_engine.train.trainer import Trainer
+
+    ds = make_synthetic_dataset(3, 64, seed=2)
+    samples = [ds[i] for i in range(len(ds))]
+    for s in samples:
+        s.cls = None
+    write_folder(samples, tmp_path / "plain", class_names={})
+    config = TrainConfig(
+        data=str(tmp_path / "plain"), out=str(tmp_path / "o"), model="tiny", full=True,
+        image_size=64, task="both", epochs=1, eval_crops=2, device="cpu",
+    )  # fmt: skip
+    said = []
+    trainer = Trainer(config, log=said.append)
+    assert config.task == "both" and trainer.config.task == "t1"
+    assert "the data has no classes: training T1 only" in said
+

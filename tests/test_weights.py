@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from sampo_engine import weights
 from sampo_engine.cli import main
 from sampo_engine.errors import CheckpointError, ConfigError
-from sampo_engine.weights import CheckpointInfo
+from sampo_engine.models import checkpoints as weights
+from sampo_engine.models.checkpoints import CheckpointInfo
 
 PAYLOAD = os.urandom(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -1,5 +1,5 @@
-"""Issue #10 in a real viewer (Xvfb): edit a Segment result, save the correction, list, delete,
-and see it offered by "Fine-tune on this layer"."""
+"""Learning from corrections in a real viewer (Xvfb): edit a Segment result, save the correction,
+list, delete, and see it offered by "Fine-tune on this layer"."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from sampo_engine.corrections import CorrectionStore
+from sampo_engine.corrections.store import CorrectionStore
 
 pytestmark = pytest.mark.viewer
 

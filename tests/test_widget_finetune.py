@@ -164,7 +164,7 @@ def test_finetune_plots_stops_and_offers_the_adapter(make_napari_viewer, sample,
 def test_segment_correct_finetune_without_classes(
     make_napari_viewer, small_sample, adapters, qtbot
 ):
-    """The report of issue #19: a T1 result's empty 'class' column with task 'both' crashed."""
+    """A T1 result's empty 'class' column with task 'both' once crashed the dock."""
     viewer = make_napari_viewer()
     viewer.add_image(small_sample.image, name="H&E")
     segment = _dock(viewer, SEGMENT)
@@ -275,6 +275,32 @@ def test_defaults_and_models_that_cannot_run(make_napari_viewer, sample, adapter
 
 
 @pytest.mark.viewer
+def test_full_training_follows_the_engines_rule(make_napari_viewer, sample, adapters):
+    """The dock asks the engine which models train in full: ``small`` (random weights, like
+    ``tiny``) gets full=True and a config that validates, with no "--full" refusal."""
+    from sampo_engine.errors import ConfigError
+    from sampo_engine.models.registry import must_train_in_full
+
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="H&E")
+    viewer.add_labels(sample.inst, name="nuclei")
+    widget = _dock(viewer, WIDGET)
+    for model in ("small", "tiny", "nuclei-small"):
+        widget.set_value("model", model)
+        config = widget.build_config(str(adapters / "x"), "x", 0.25, "nuclei")
+        assert config.model == model and config.full == must_train_in_full(model)
+        assert widget.fields["lora_rank"].isEnabled() == (not config.full)
+        config.validate()
+    assert must_train_in_full("small") and not must_train_in_full("nuclei-small")
+
+    widget.set_value("model", "small")
+    config = widget.build_config(str(adapters / "x"), "x", 0.25, "nuclei")
+    config.full = False  # LoRA on small's random weights: what the engine refuses
+    with pytest.raises(ConfigError, match="--full"):
+        config.validate()
+
+
+@pytest.mark.viewer
 def test_both_docks_fit_a_1080px_screen(make_napari_viewer, sample):
     from qtpy.QtWidgets import QApplication
 
@@ -349,7 +375,7 @@ def test_classes_from_table():
     assert cls.tolist() == [[0, 2, 0], [1, 1, 0]]
     cls, names = classes_from_table(inst, [1, 2, 3], [2, 0, 1])
     assert names == {1: "class 1", 2: "class 2"} and cls.tolist() == [[0, 2, 0], [1, 1, 0]]
-    # a T1 Segment result's class column: every value "" (issue #19: crashed with int(""))
+    # a T1 Segment result's class column: every value "" (once crashed with int(""))
     cls, names = classes_from_table(inst, [1, 2, 3], ["", "", ""])
     assert names == {} and not cls.any()
     cls, names = classes_from_table(inst, [1, 2, 3], ["", float("nan"), " x "])

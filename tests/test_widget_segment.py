@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_sampo._image import to_rgb_uint8
 from napari_sampo._points import FEATURE, TOGGLE_KEY, prompts_from_layer
 
 pytestmark = pytest.mark.viewer
@@ -190,20 +189,6 @@ def test_points_map_through_layer_transforms(make_napari_viewer):
     assert np.allclose(rc, [[30, 40]]) and labels.tolist() == [1]
 
 
-@pytest.mark.parametrize(
-    ("array", "rgb"),
-    [
-        (np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000, False),
-        (np.full((3, 4, 4), 200, np.uint8), True),
-        (np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4), False),
-    ],
-)
-def test_gray_and_rgba_become_rgb(array, rgb):
-    out = to_rgb_uint8(array, rgb=rgb)
-    assert out.shape == (3, 4, 3) and out.dtype == np.uint8
-    assert out.max() > 0
-
-
 def test_worker_errors_are_reported_and_the_widget_recovers(
     setup, sample, qtbot, monkeypatch, tmp_path
 ):
@@ -299,7 +284,7 @@ def test_fresh_dock_defaults_to_a_usable_model(make_napari_viewer, tmp_path, mon
 def test_first_clicks_on_the_real_sample_give_nuclei_without_a_download(
     make_napari_viewer, tmp_path, monkeypatch, qtbot
 ):
-    """A new user, offline: open the real H&E sample, click three nuclei, Segment (issue #19)."""
+    """A new user, offline: open the real H&E sample, click three nuclei, Segment."""
     monkeypatch.setenv("SAMPO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SAMPO_ADAPTER_DIR", str(tmp_path / "adapters"))
     viewer = make_napari_viewer()
@@ -325,7 +310,7 @@ def fake_vit_b(tmp_path, monkeypatch):
     """vit_b's registry entry pointing at a small local file served through file://."""
     import hashlib
 
-    from sampo_engine import weights
+    from sampo_engine.models import checkpoints as weights
 
     mirror = tmp_path / "mirror"
     mirror.mkdir()
@@ -400,7 +385,7 @@ def test_download_job_cancels_and_keeps_nothing(fake_vit_b, tmp_path, monkeypatc
     import time
 
     from napari_sampo._workers import Failure, Progress, download_job, guarded
-    from sampo_engine import weights
+    from sampo_engine.models import checkpoints as weights
 
     monkeypatch.setenv("SAMPO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(weights, "CHUNK", 10_000)

@@ -44,16 +44,11 @@ from sampo_engine.eval.nucleus_match import (  # noqa: E402
     label_centroids,
     point_agreement,
 )
+from sampo_engine.scoring.metrics import dice  # noqa: E402
 
 CONSEP_HELD_OUT = ("train_11", "train_14", "train_19", "train_21", "train_26")
 POINT_SETS = ("brca_m2c_points", "crchisto_points")
 CLASSIFIERS = ("logreg", "spreading", "nearest")
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.logical_and(a, b).sum()
-    total = a.sum() + b.sum()
-    return float(2 * inter / total) if total else 1.0
 
 
 def _read_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +162,7 @@ def run_consep(args, sources, writer) -> None:
                     writer.writerow(
                         {"dataset": "consep", "image": name, "class": c, "seed": seed,
                          "rule": rule, "f1": m["f1"], "precision": m["precision"],
-                         "recall": m["recall"], "dice": _dice(ans > 0, truth > 0)}
+                         "recall": m["recall"], "dice": dice(ans > 0, truth > 0)}
                     )  # fmt: skip
         print(f"consep {name} done", flush=True)
 

@@ -82,11 +82,11 @@ def _target_count(inst, cls, intent, box) -> int:
 
 
 def run(args) -> dict:
-    from sampo_engine.eval.metrics import dice
     from sampo_engine.models.loading import load_model
     from sampo_engine.predict.predictor import PredictConfig, TilePredictor
     from sampo_engine.predict.tiling import axis_starts
     from sampo_engine.prompts import Intent, available_intents, eval_seed, target_mask
+    from sampo_engine.scoring.metrics import dice
 
     model = load_model(
         None if args.adapter else args.model,

@@ -2,7 +2,7 @@
 
 ``$SAMPO_ADAPTER_DIR`` when set, else ``cache_root() / "adapters"`` (``cache_root()`` is
 ``$SAMPO_CACHE_DIR`` or the platform's user cache folder + ``sampo``). Every sub-folder holding a
-``sampo_bundle.json`` is one adapter (see :mod:`sampo_engine.train.bundle`). No Qt here.
+``sampo_bundle.json`` is one adapter (see :mod:`sampo_engine.models.bundle`). No Qt here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from sampo_engine.train.bundle import BundleInfo, is_bundle, read_bundle
+from sampo_engine.models.bundle import BundleInfo, is_bundle, read_bundle
 
 ADAPTER_DIR_ENV = "SAMPO_ADAPTER_DIR"
 
@@ -35,7 +35,7 @@ def adapter_dir() -> Path:
     explicit = os.environ.get(ADAPTER_DIR_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    from sampo_engine.weights import cache_root
+    from sampo_engine.models.checkpoints import cache_root
 
     return cache_root() / "adapters"
 

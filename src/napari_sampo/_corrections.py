@@ -1,8 +1,8 @@
-"""The plugin side of "learn from my corrections" (issue #10): where records live, the panel.
+"""The plugin side of "learn from my corrections": where records live, the panel.
 
 Records are kept in ``$SAMPO_CORRECTIONS_DIR`` when set, else in ``corrections/`` inside the
 adapter folder (:func:`napari_sampo._adapters.adapter_dir`) — beside the adapters, so nothing is
-lost when napari closes. The format is :mod:`sampo_engine.corrections` (docs/corrections.md).
+lost when napari closes. The format is :mod:`sampo_engine.corrections.store` (docs/corrections.md).
 
 :class:`CorrectionSession` is one Segment result the user may edit: the model's original labels,
 the prompts and the image they came from. :class:`CorrectionsPanel` (inside the Segment dock)
@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from sampo_engine.corrections import CORRECTIONS_DIR_ENV, CorrectionStore, make_record
+from sampo_engine.corrections.store import CORRECTIONS_DIR_ENV, CorrectionStore, make_record
 
 #: Callbacks run after a record was saved or deleted (the fine-tune docks refresh their count).
 _LISTENERS: weakref.WeakSet = weakref.WeakSet()

@@ -2,8 +2,9 @@
 
 Accepted: RGB (H, W, 3) and RGBA (H, W, 4) (alpha dropped), grayscale (H, W) (repeated into three
 channels), leading axes of length 1 (squeezed), multiscale layers (the full-resolution level),
-and any numeric dtype (non-uint8 data is scaled to 0-255 by the layer's contrast limits, the way
-napari shows it).
+and any numeric dtype: the conversion is the engine's
+:func:`~sampo_engine.utils.imageio.to_rgb_uint8` with the layer's display mapping — a gray layer's
+contrast limits, the way napari shows it; an RGB layer's own data range.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from sampo_engine.errors import DataError
+from sampo_engine.utils.imageio import to_rgb_uint8
 
 #: Largest image (pixels) the plugin segments in one go; bigger ones should be cropped first.
 MAX_PIXELS = 12_000 * 12_000
@@ -43,35 +45,7 @@ def layer_to_rgb(layer) -> np.ndarray:
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     array = np.asarray(data)
     rgb = bool(getattr(layer, "rgb", False))
-    keep = 3 if rgb else 2
-    while array.ndim > keep and array.shape[0] == 1:
-        array = array[0]
     limits = getattr(layer, "contrast_limits", None)
+    if rgb or limits is None:
+        limits = "auto"  # napari's contrast limits are used for gray layers only
     return to_rgb_uint8(array, rgb=rgb, contrast_limits=limits)
-
-
-def to_rgb_uint8(array: np.ndarray, rgb: bool | None = None, contrast_limits=None) -> np.ndarray:
-    """(H, W) gray or (H, W, 3|4) colour, any dtype -> (H, W, 3) uint8 RGB."""
-    array = np.asarray(array)
-    if rgb is None:
-        rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
-    if rgb:
-        array = array[..., :3]
-    elif array.ndim != 2:
-        raise DataError(f"expected a (H, W) or (H, W, 3|4) image, got shape {array.shape}")
-    if array.dtype != np.uint8:
-        if array.dtype == bool:
-            array = array.astype(np.uint8) * 255
-        else:
-            values = array.astype(np.float32)
-            if contrast_limits is not None and rgb is False:
-                lo, hi = (float(c) for c in contrast_limits)
-            elif np.issubdtype(array.dtype, np.floating) and values.size and values.max() <= 1.0:
-                lo, hi = 0.0, 1.0
-            else:
-                lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
-            scale = 255.0 / (hi - lo) if hi > lo else 0.0
-            array = np.clip((values - lo) * scale, 0, 255).round().astype(np.uint8)
-    if not rgb:
-        array = np.repeat(array[..., None], 3, axis=-1)
-    return np.ascontiguousarray(array)

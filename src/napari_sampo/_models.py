@@ -96,7 +96,7 @@ def base_needed_by(info) -> str | None:
 def download_failure_text(name: str, err: BaseException) -> str:
     """A download error in the dock's words: what failed, and how to continue offline."""
     from sampo_engine.errors import Cancelled
-    from sampo_engine.weights import BASE_URL_ENV, CHECKPOINTS, checkpoint_dir
+    from sampo_engine.models.checkpoints import BASE_URL_ENV, CHECKPOINTS, checkpoint_dir
 
     if isinstance(err, Cancelled):
         return f"Download of {name} cancelled; nothing was kept."

@@ -1,11 +1,12 @@
 """Training data from napari layers: the annotated area cut into regions, some held out. No Qt.
 
 A user corrects the labels of one image and fine-tunes on it. The trainer holds out *whole
-images* for validation (DESIGN.md §4), so the annotated area (the bounding box of the labels, plus
-a margin) is cut into a grid of 1-9 regions of about the model's input size, each its own
+images* for validation, so the annotated area (the bounding box of the labels, plus a margin) is
+cut into a grid of 1-9 regions of about the model's input size, each its own
 :class:`~sampo_engine.data.sample.NucleiSample`; whole regions are held out (``val_fraction`` is
-set so that one region, or two of seven or more, are). A nucleus cut by a region border shows up
-in both regions; that small overlap is accepted.
+set so that one region, or two of seven or more, are; docs/plugin.md, "Fine-tune on this
+layer"). A nucleus cut by a region border shows up in both regions; that small overlap is
+accepted.
 
 Classes (for T2) come from a class Labels layer (per-pixel class ids; each nucleus takes the most
 frequent non-zero class under it) or from a column of the instance layer's features table (one

@@ -5,20 +5,21 @@ column of the labels' features table), what to start from — a base model (list
 shipped, downloaded, random weights, or not downloaded yet, with a Download button) or an adapter
 trained before, to continue it — and the training options (the fields of
 :class:`~sampo_engine.train.config.TrainConfig`, with the CLI's help texts as tooltips), and
-presses Start. :func:`napari_sampo._workers.training_job` runs
-:meth:`~sampo_engine.train.trainer.Trainer.steps` in a napari ``thread_worker``; each step updates
-the progress bar and the live plot. Stop ends the run after the current step; the trainer then
-writes its checkpoint and the bundle as usual.
+presses Start. See docs/plugin.md.
 
 The bundle is saved in the adapter folder (``$SAMPO_ADAPTER_DIR`` or the user cache, see
 :mod:`napari_sampo._adapters`) under the chosen name — a taken name gets a ``-2`` suffix, nothing
-is overwritten — and *offered* to the "Segment nuclei (SAMPO)" dock of the same viewer with its
-held-out score: the user decides whether to use it.
+is overwritten — and offered to the Segment dock of the same viewer.
+
+This module is the dock's form and its :meth:`FinetuneWidget.build_config` /
+:meth:`FinetuneWidget.start`; the rest lives beside it, one part per module (mixins of
+:class:`FinetuneWidget`): the fields and their labels (:mod:`napari_sampo._finetune_fields`),
+"Start from" (:mod:`napari_sampo._finetune_start`), the T2 class source
+(:mod:`napari_sampo._finetune_classes`) and the run (:mod:`napari_sampo._finetune_run`).
 """
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -28,7 +29,6 @@ import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -39,17 +39,24 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_sampo._finetune_classes import FinetuneClasses
+from napari_sampo._finetune_fields import (
+    CONTROLS,
+    GUI_DEFAULTS,
+    LABELS,
+    MAIN_FIELDS,
+    OPTION_FIELDS,
+)
+from napari_sampo._finetune_run import FinetuneRun
+from napari_sampo._finetune_start import FinetuneStart, split_start
 from napari_sampo._qt_common import (
     LayerCombo,
     collapsible,
     config_field_widget,
     device_combo,
     error_text,
-    find_layer,
     follow_layers,
     gui_text,
-    layer_kind,
-    layer_uid,
     set_widget_value,
     status_label,
     widget_value,
@@ -58,67 +65,8 @@ from napari_sampo._qt_common import (
 if TYPE_CHECKING:
     import napari
 
-#: TrainConfig fields shown in the main form, then under "More options".
-MAIN_FIELDS = ("task", "epochs")
-OPTION_FIELDS = (
-    "lora_rank",
-    "alpha",
-    "beta",
-    "max_steps",
-    "image_size",
-    "batch_size",
-    "lr",
-    "eval_crops",
-    "seed",
-)
-#: Defaults that differ from the CLI's for a single interactive image.
-GUI_DEFAULTS = {"eval_crops": 8, "epochs": 10}
-#: The form's label of each control (also what engine messages name instead of CLI flags).
-LABELS = {
-    "model": "Start from",
-    "task": "Task(s)",
-    "epochs": "Epochs",
-    "lora_rank": "LoRA rank",
-    "alpha": "α (preference weight)",
-    "beta": "β (DPO temperature)",
-    "device": "Device",
-    "max_steps": "Max steps",
-    "image_size": "Input size (px)",
-    "batch_size": "Batch size",
-    "lr": "Learning rate",
-    "eval_crops": "Validation crops",
-    "seed": "Seed",
-}
-#: CLI flags in engine messages -> this dock's controls (``_qt_common.gui_text``).
-CONTROLS = {
-    **{"--" + name.replace("_", "-"): label for name, label in LABELS.items()},
-    **{
-        "--" + name.replace("_", "-"): f"{LABELS[name]}' under 'More options"
-        for name in (*OPTION_FIELDS, "device")
-    },
-    "--checkpoint": LABELS["model"],
-    "--init-adapter": LABELS["model"],
-    "--full": LABELS["model"],
-}
 
-
-def _split(data) -> tuple[str, str]:
-    """'Start from' item data: ``"adapter:<path>"`` / ``"browse:"`` / a base model's name."""
-    kind, sep, value = str(data or "").partition(":")
-    return (kind, value) if sep and kind in ("adapter", "browse") else ("base", str(data or ""))
-
-
-def _column_has_values(features, column: str) -> bool:
-    """True when the features column holds at least one class (not only "", None or NaN)."""
-    for value in features[column].tolist():
-        if value is None or (isinstance(value, float) and value != value):
-            continue
-        if str(value).strip() not in ("", "0"):
-            return True
-    return False
-
-
-class FinetuneWidget(QWidget):
+class FinetuneWidget(FinetuneStart, FinetuneClasses, FinetuneRun, QWidget):
     """Fine-tune a SAMPO adapter on the current image and its corrected Labels layer."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -180,7 +128,7 @@ class FinetuneWidget(QWidget):
             f"overwritten). Saved in {adapter_dir()}; set SAMPO_ADAPTER_DIR for another folder"
         )
         form.addRow("Adapter name", self.name_edit)
-        # corrections (issue #10): the user's saved edits as extra preference pairs
+        # the user's saved corrections as extra preference pairs
         corr_row = QHBoxLayout()
         self.corrections_check = QCheckBox("Include my corrections", self)
         self.corrections_check.setChecked(True)
@@ -196,7 +144,7 @@ class FinetuneWidget(QWidget):
         self.model_note.setWordWrap(True)
         layout.addWidget(self.model_note)
 
-        # every other option, collapsed: both docks fit a 1080 px screen (issue #19)
+        # every other option, collapsed: both docks fit a 1080 px screen
         options = QWidget(self)
         options_form = QFormLayout(options)
         self.fields["device"] = device_combo(options)
@@ -244,7 +192,7 @@ class FinetuneWidget(QWidget):
         self.refresh_corrections()
 
     def refresh_corrections(self) -> int:
-        """corrections (issue #10): count the stored records; returns how many."""
+        """Count the stored correction records (shown beside the check box); returns how many."""
         from napari_sampo._corrections import corrections_dir, count_records
 
         n = count_records()
@@ -260,197 +208,9 @@ class FinetuneWidget(QWidget):
         self.labels_combo.refresh()
         self._refresh_class_choices()
 
-    def _refresh_class_choices(self, *_: Any) -> None:
-        current = self.class_combo.currentData()
-        self.class_combo.blockSignals(True)
-        self.class_combo.clear()
-        self.class_combo.addItem("none", "none:")
-        nuclei = self.labels_combo.current_layer()
-        for layer in self.viewer.layers:
-            if layer_kind(layer) == "labels" and (
-                nuclei is None or layer_uid(layer) != layer_uid(nuclei)
-            ):
-                self.class_combo.addItem(f"layer: {layer.name}", f"layer:{layer_uid(layer)}")
-        useful_class_column = False
-        if nuclei is not None:
-            features = nuclei.features
-            for column in features.columns:
-                if column != "index":
-                    self.class_combo.addItem(f"column: {column}", f"column:{column}")
-            # a Segment result has a "class" column; for T1 results it is empty
-            useful_class_column = "class" in features.columns and _column_has_values(
-                features, "class"
-            )
-        index = self.class_combo.findData(current)
-        new_class_column = "column:class" not in self._class_items
-        self._class_items = {self.class_combo.itemData(i) for i in range(self.class_combo.count())}
-        if (index <= 0 or new_class_column) and useful_class_column:
-            index = self.class_combo.findData("column:class")  # a filled "class" column appeared
-        self.class_combo.setCurrentIndex(max(index, 0))
-        self.class_combo.blockSignals(False)
-
-    def refresh_start_choices(self) -> None:
-        """List every base model with its state, then the adapters (keeps the choice; the first
-        time selects :func:`~sampo_engine.models.availability.default_model`)."""
-        from napari_sampo._adapters import list_adapters
-        from napari_sampo._models import adapter_label, add_base_models
-        from sampo_engine.models.availability import default_model
-
-        combo = self.fields["model"]
-        current = combo.currentData()
-        if current is None:
-            current = default_model()
-        picked = [
-            combo.itemData(i)
-            for i in range(combo.count())
-            if _split(combo.itemData(i))[0] == "adapter"
-        ]
-        combo.blockSignals(True)
-        combo.clear()
-        add_base_models(combo, lambda name: name)
-        listed = set()
-        for info in list_adapters():
-            combo.addItem(adapter_label(info), f"adapter:{info.path}")
-            combo.setItemData(combo.count() - 1, str(info.path), 3)  # Qt.ToolTipRole
-            listed.add(f"adapter:{info.path}")
-        for data in picked:  # adapters chosen from other folders stay listed
-            if data not in listed:
-                self._add_adapter_item(Path(_split(data)[1]))
-        combo.addItem("Adapter from folder…", "browse:")
-        index = combo.findData(current)
-        combo.setCurrentIndex(index if index >= 0 else combo.findData(default_model()))
-        combo.blockSignals(False)
-        if combo.currentData() != current:
-            self._on_model_changed()
-        self.download_button.update_state()
-
-    def _add_adapter_item(self, path: Path) -> int:
-        from napari_sampo._models import adapter_label
-        from sampo_engine.train.bundle import read_bundle
-
-        combo = self.fields["model"]
-        try:
-            info = read_bundle(path)
-        except Exception:  # noqa: BLE001 - an unreadable bundle is just not offered
-            return -1
-        browse = combo.findData("browse:")
-        row = browse if browse >= 0 else combo.count()
-        combo.insertItem(row, adapter_label(info), f"adapter:{info.path}")
-        combo.setItemData(row, str(info.path), 3)  # Qt.ToolTipRole
-        return row
-
-    def select_start(self, path_or_model) -> bool:
-        """Start from a base model (its name) or an adapter bundle (its folder); False if the
-        bundle cannot be read (the reason is shown)."""
-        combo = self.fields["model"]
-        text = str(path_or_model)
-        index = combo.findData(text)
-        if index < 0 and Path(text).is_dir():
-            index = combo.findData(f"adapter:{Path(text)}")
-            if index < 0:
-                try:
-                    from sampo_engine.train.bundle import read_bundle
-
-                    read_bundle(text)
-                except Exception as err:  # noqa: BLE001 - shown to the user
-                    self._refuse(error_text(err))
-                    return False
-                index = self._add_adapter_item(Path(text))
-        if index < 0:
-            self._refuse(f"no model or adapter {text!r}; choose one in '{LABELS['model']}'")
-            return False
-        combo.setCurrentIndex(index)
-        return True
-
-    def _on_start_activated(self, index: int) -> None:
-        combo = self.fields["model"]
-        if _split(combo.itemData(index))[0] != "browse":
-            return
-        from napari_sampo._adapters import adapter_dir
-        from sampo_engine.models.availability import default_model
-
-        folder = QFileDialog.getExistingDirectory(
-            self, "Choose an adapter folder (holding sampo_bundle.json)", str(adapter_dir())
-        )
-        if not folder or not self.select_start(folder):
-            self.select_start(default_model())
-
-    def _start_bundle(self):
-        """The BundleInfo of the adapter chosen in 'Start from', or None for a base model."""
-        kind, value = _split(widget_value(self.fields["model"]))
-        if kind != "adapter":
-            return None
-        from sampo_engine.train.bundle import read_bundle
-
-        return read_bundle(value)
-
-    def _base_to_download(self) -> str | None:
-        kind, value = _split(widget_value(self.fields["model"]))
-        if kind == "base":
-            return value or None
-        if kind == "adapter":
-            try:
-                return self._start_bundle().model_type
-            except Exception:  # noqa: BLE001 - the button just stays disabled
-                return None
-        return None
-
-    def _on_download_finished(self, name: str, ok: bool, message: str) -> None:
-        self.refresh_start_choices()
-        self.status_label.setText(message)
-
-    def _on_model_changed(self, *_: Any) -> None:
-        """Adapt the form to the start point: a model without weights trains every weight; an
-        adapter fixes the input size and LoRA rank to its own."""
-        from napari_sampo._adapters import score_text
-        from sampo_engine.models.availability import needs_full_training
-
-        kind, value = _split(widget_value(self.fields["model"]))
-        rank, size = self.fields["lora_rank"], self.fields["image_size"]
-        size.setEnabled(True)
-        note = ""
-        if kind == "adapter":
-            try:
-                info = self._start_bundle()
-            except Exception as err:  # noqa: BLE001 - shown in the note; Start refuses it
-                info, note = None, f"This adapter cannot be read: {error_text(err)}"
-            if info is not None:
-                set_widget_value(size, info.image_size)
-                size.setEnabled(False)
-                if info.kind == "lora":
-                    set_widget_value(rank, int(info.rank or 1))
-                how = (
-                    "every weight trained further"
-                    if info.kind == "full"
-                    else f"its LoRA weights (rank {info.rank}) trained further"
-                )
-                score = score_text(info.metrics) or "no held-out score"
-                note = (
-                    f"Continues '{info.name}' ({info.model_type}, {info.image_size} px; {score}): "
-                    f"{how}. The new adapter is saved under 'Adapter name'; '{info.name}' is kept."
-                )
-            rank.setEnabled(False)
-        elif kind == "base" and value:
-            full = needs_full_training(value)
-            rank.setEnabled(not full)
-            if full:
-                note = f"{value} has no pretrained weights: every weight is trained."
-        self.model_note.setText(note)
-        self.model_note.setVisible(bool(note))
-        self.download_button.update_state()
-
     def set_value(self, name: str, value: Any) -> None:
         """Set one form field (tests, scripts). ``model``: a base model's name."""
         set_widget_value(self.fields[name], value)
-
-    def select_class_source(self, kind: str, value: Any = None) -> None:
-        """``("layer", layer)`` / ``("column", name)`` / ``("none",)`` as the T2 class source."""
-        self._refresh_class_choices()
-        data = f"layer:{layer_uid(value)}" if kind == "layer" else f"{kind}:{value or ''}"
-        index = self.class_combo.findData(data)
-        if index < 0:
-            raise ValueError(f"no class source {kind} {value!r}")
-        self.class_combo.setCurrentIndex(index)
 
     # ------------------------------------------------------------------ messages
     def _refuse(self, message: str) -> None:
@@ -460,26 +220,23 @@ class FinetuneWidget(QWidget):
         self.status_label.setText(f"Not started: {message}")
         show_warning(f"Fine-tune: {message}")
 
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
-
     # ------------------------------------------------------------------ start
     def build_config(self, out: str, name: str, val_fraction: float, data_name: str):
         """The :class:`TrainConfig` for the form's values.
 
         From a base model: ``full`` when it has no pretrained weights
-        (:func:`~sampo_engine.models.availability.needs_full_training`), its packaged weights as
+        (:func:`~sampo_engine.models.registry.must_train_in_full`), its packaged weights as
         ``checkpoint`` when shipped. From an adapter: its model type, input size and rank, and
         ``init_adapter`` = its folder (a --full bundle keeps training every weight).
         """
         from napari_sampo._models import base_needed_by, unusable_message
         from sampo_engine.errors import ConfigError
-        from sampo_engine.models.availability import SHIPPED, model_state, needs_full_training
+        from sampo_engine.models.availability import SHIPPED, model_state
+        from sampo_engine.models.registry import must_train_in_full
         from sampo_engine.train.config import TrainConfig
 
         values = {key: widget_value(w) for key, w in self.fields.items()}
-        kind, start = _split(values["model"])
+        kind, start = split_start(values["model"])
         checkpoint, init_adapter = "", ""
         if kind == "adapter":
             info = self._start_bundle()
@@ -496,7 +253,7 @@ class FinetuneWidget(QWidget):
             problem = unusable_message(start, LABELS["model"])
             if problem:
                 raise ConfigError(problem)
-            model, full = start, needs_full_training(start)
+            model, full = start, must_train_in_full(start)
             state = model_state(start)
             checkpoint = str(state.path) if state.state == SHIPPED else ""
             image_size, rank = int(values["image_size"]), int(values["lora_rank"])
@@ -523,7 +280,7 @@ class FinetuneWidget(QWidget):
             device=values["device"],
             eval_crops=int(values["eval_crops"]),
             name=name,
-            corrections=self._corrections_folder(),  # corrections (issue #10)
+            corrections=self._corrections_folder(),
         )
 
     def _corrections_folder(self) -> str:
@@ -532,33 +289,6 @@ class FinetuneWidget(QWidget):
         if self.corrections_check.isChecked() and self.refresh_corrections() > 0:
             return str(corrections_dir())
         return ""
-
-    def _classes(self, inst: np.ndarray, task: str):
-        """(class map or None, class names) from the chosen class source."""
-        from napari_sampo._training_data import classes_from_map, classes_from_table
-        from sampo_engine.errors import DataError
-
-        kind, _, value = str(self.class_combo.currentData() or "none:").partition(":")
-        if kind == "layer":
-            layer = find_layer(self.viewer, value)
-            if layer is None:
-                raise DataError("the class Labels layer is gone; pick another class source")
-            class_map = np.asarray(layer.data)
-            names = {}
-            features = layer.features
-            for column in ("name", "class", "class_name"):
-                if column in features.columns:
-                    ids = features["index"] if "index" in features.columns else features.index
-                    names = {int(i): str(n) for i, n in zip(ids, features[column], strict=False)}
-                    break
-            return classes_from_map(inst, class_map), names
-        if kind == "column":
-            features = self.labels_combo.current_layer().features
-            if value not in features.columns:
-                raise DataError(f"the nuclei layer has no feature column {value!r} any more")
-            ids = features["index"] if "index" in features.columns else features.index
-            return classes_from_table(inst, ids.to_numpy(), features[value].tolist())
-        return None, {}
 
     def start(self) -> bool:
         """Check the inputs and start training; returns False (with the reason shown) if refused."""
@@ -613,144 +343,6 @@ class FinetuneWidget(QWidget):
         root.mkdir(parents=True, exist_ok=True)
         self._launch(config, data, out, name, note=t1_only)
         return True
-
-    def _launch(self, config, data, out: Path, name: str, note: str = "") -> None:
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-
-        from napari_sampo._workers import guarded, preload_engine, training_job
-
-        preload_engine(training=True)
-        self._stop.clear()
-        self.adapter_path, self.adapter_name = out, name
-        self.last_event = None
-        self.plot.clear()
-        self.progress_bar.setRange(0, 0)
-        self.status_label.setText(f"Preparing: {data.describe()}…")
-        if config.corrections:  # corrections (issue #10)
-            self.status_label.setText(
-                f"Preparing: {data.describe()} + {self.num_corrections} correction record(s)…"
-            )
-        self._pbar = progress(total=0, desc=f"Fine-tuning {name}")
-        worker = create_worker(guarded, training_job(config, data.dataset, self._stop))
-        worker.yielded.connect(self._on_update)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.start_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
-        self.summary = (
-            data.describe()
-            + (f" + {self.num_corrections} correction record(s)" if config.corrections else "")
-            + (f"; {note}" if note else "")
-        )
-        self.status_label.setText(f"Preparing: {self.summary}…")
-        worker.start()
-
-    def stop(self) -> None:
-        """Stop after the current step; the checkpoint and the bundle are still written."""
-        if self.running:
-            self._stop.set()
-            self.stop_button.setEnabled(False)
-            self.status_label.setText("Stopping after the current step…")
-
-    # ------------------------------------------------------------------ worker signals
-    def _on_update(self, update) -> None:
-        event = update.event
-        if event is None:
-            total = max(1, update.total_steps)
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(0)
-            pbar = self._pbar
-            if pbar is not None:
-                pbar.total = total
-            log = " ".join(update.logs[-1:])
-            self.status_label.setText(f"Training: {self.summary}. {log}")
-            return
-        self.last_event = event
-        if event.kind == "step":
-            self.plot.add_step(event.step, event.metrics)
-            self.progress_bar.setValue(min(event.step, self.progress_bar.maximum()))
-            pbar = self._pbar
-            if pbar is not None:
-                pbar.n = event.step
-                pbar.refresh()
-            m = event.metrics
-            self.status_label.setText(
-                f"Step {event.step}/{event.total_steps} (epoch {event.epoch + 1}): "
-                f"loss {m.get('loss', float('nan')):.3f}, IoU {m.get('iou_best', float('nan')):.3f}, "
-                f"margin {m.get('margin', float('nan')):.3f}"
-                + (" — stopping after this step…" if self._stop.is_set() else "")
-            )
-        elif event.kind == "epoch":
-            self.plot.add_validation(event.step, event.metrics)
-
-    def _on_returned(self, result) -> None:
-        from napari.utils.notifications import show_error, show_info
-
-        from napari_sampo._workers import Failure
-
-        if isinstance(result, Failure):
-            message = gui_text(error_text(result.error), CONTROLS, model=LABELS["model"])
-            self.status_label.setText(f"Training failed: {message}")
-            show_error(f"Fine-tune: {message}")
-            self._discard_incomplete()
-            return
-        from napari_sampo._adapters import score_text
-
-        event = result
-        stopped = bool(event.metrics.get("stopped")) if event is not None else False
-        path = Path(event.metrics["bundle"]) if event is not None else self.adapter_path
-        self.adapter_path = path
-        score = score_text(event.metrics if event is not None else {})
-        summary = (
-            f"'{self.adapter_name}' ("
-            + (score or "no held-out score: nothing was held out")
-            + (", stopped early" if stopped else "")
-            + ")"
-        )
-        message = f"Adapter {summary} saved in {path}"
-        self.refresh_start_choices()  # it can be continued from here too
-        if self._offer_to_segment_widgets(path, summary):
-            message += "; offered in the Segment dock ('Use it' there to segment with it)"
-        self.status_label.setText(message)
-        show_info(message)
-
-    def _on_errored(self, err: BaseException) -> None:
-        # napari itself shows the exception with its traceback (a bug, not a user error).
-        self.status_label.setText(f"Training failed: {error_text(err)}")
-        self._discard_incomplete()
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        self.start_button.setEnabled(True)
-        self.stop_button.setEnabled(False)
-        if self.progress_bar.maximum() == 0:
-            self.progress_bar.setRange(0, 1)
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-
-    def _discard_incomplete(self) -> None:
-        """Remove the output folder of a run that failed before writing any bundle."""
-        from sampo_engine.train.bundle import is_bundle
-
-        out = self.adapter_path
-        if out is None or not out.is_dir() or is_bundle(out):
-            return
-        ours = {"sampo_run.json", "metrics.jsonl", "epochs.jsonl", "checkpoint.pt"}
-        if all(p.name in ours or p.name.startswith(".") for p in out.iterdir()):
-            shutil.rmtree(out, ignore_errors=True)
-
-    def _offer_to_segment_widgets(self, path: Path, summary: str) -> bool:
-        """Offer the new adapter to this viewer's Segment docks (never selected silently)."""
-        from napari_sampo._widget_segment import live_segment_widgets
-
-        offered = False
-        for widget in live_segment_widgets(self.viewer):
-            offered = widget.offer_adapter(path, summary) or offered
-        return offered
 
 
 def raise_shape(image_shape, labels_shape, image_name: str, labels_name: str) -> None:

@@ -302,7 +302,7 @@ def download_job(model: str, stop: threading.Event) -> Generator[Progress, None,
     partial file removed. Returns the checkpoint's path.
     """
     from sampo_engine.errors import Cancelled
-    from sampo_engine.weights import download_checkpoint
+    from sampo_engine.models.checkpoints import download_checkpoint
 
     def run(progress, should_stop):
         def report(done: int, total: int) -> None:

@@ -14,6 +14,9 @@ from typing import Any
 
 from sampo_engine.errors import ConfigError  # noqa: F401  (re-exported)
 
+#: The ``--device`` choices of every job: auto = CUDA, then Apple MPS, then the CPU.
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
 
 def option(default: Any, help: str, *, flag: str | None = None, choices=None, **kw) -> Any:
     """A dataclass field with help text (and optional CLI flag / choices)."""

@@ -49,7 +49,7 @@ class DemoConfig:
 
     def check(self) -> None:
         """Refuse impossible options before anything heavy is imported."""
-        from sampo_engine.commands import _checks
+        from sampo_engine import early_checks
 
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise ConfigError(f"--out {self.out} is a file; pass a folder for the demo's outputs")
@@ -60,8 +60,8 @@ class DemoConfig:
             )
         if self.epochs < 0:
             raise ConfigError(f"--epochs must be ≥ 0 (0 = the model's default), got {self.epochs}")
-        _checks.device_name(self.device)
-        _checks.threads_count(self.threads)
+        early_checks.device_name(self.device)
+        early_checks.threads_count(self.threads)
 
 
 def segment_real_tile(out: Path, device: str = "auto") -> dict:
@@ -77,7 +77,7 @@ def segment_real_tile(out: Path, device: str = "auto") -> dict:
 
     from sampo_engine.eval.nucleus_match import point_agreement
     from sampo_engine.models.availability import SHIPPED, default_model, model_state
-    from sampo_engine.predict.export import write_csv, write_geojson, write_instance_tiff
+    from sampo_engine.predict.export import write_prediction
     from sampo_engine.predict.predictor import PredictConfig, TilePredictor
     from sampo_engine.samples import brca_tile
 
@@ -106,21 +106,15 @@ def segment_real_tile(out: Path, device: str = "auto") -> dict:
     cols = np.clip(np.round(dots[:, 0]).astype(int), 0, image.shape[1] - 1)
     inside = float((t1.labels[rows, cols] > 0).mean())
     agree = point_agreement(t2.labels, dots, tile.dot_classes, 1)
-    probability = t2.nucleus.label_probability() if t2.nucleus is not None else None
-    for tag, result, names in (("t1", t1, None), ("t2_lymphocyte", t2, {1: "lymphocyte"})):
-        ids = np.unique(result.labels)[1:].tolist()
-        classes = dict.fromkeys(ids, 1) if names else None
-        prob = (
-            {i: probability[i] for i in ids if i in probability} if names and probability else None
-        )
-        write_instance_tiff(folder / f"{tag}_labels.tif", result.labels)
-        write_geojson(
-            folder / f"{tag}.geojson", result.labels, label_classes=classes, class_names=names,
-            label_probability=prob,
-        )  # fmt: skip
-        write_csv(
-            folder / f"{tag}.csv", result.labels, image=image, label_classes=classes,
-            class_names=names, label_probability=prob,
+    for tag, result, class_name in (("t1", t1, None), ("t2_lymphocyte", t2, "lymphocyte")):
+        paths = {
+            "labels": folder / f"{tag}_labels.tif",
+            "geojson": folder / f"{tag}.geojson",
+            "csv": folder / f"{tag}.csv",
+        }
+        write_prediction(
+            paths, result.labels, image=image, class_name=class_name, nucleus=result.nucleus,
+            task=result.task,
         )  # fmt: skip
     _write_overlay(
         folder / "overlay.png", image, t1.labels, t2.labels, dots[order[:3]], dots[pos + neg]
@@ -185,10 +179,10 @@ def run_demo(config: DemoConfig, progress_bar: bool = True):
         segment_real_tile(Path(config.out), config.device)
     from sampo_engine.data.folder import write_folder
     from sampo_engine.data.synthetic import make_synthetic_dataset
-    from sampo_engine.train.bundle import is_bundle
+    from sampo_engine.models.bundle import is_bundle
+    from sampo_engine.models.checkpoints import find_checkpoint
     from sampo_engine.train.config import TrainConfig
     from sampo_engine.train.run import run_training
-    from sampo_engine.weights import find_checkpoint
 
     out = Path(config.out)
     data_dir = out / "data"

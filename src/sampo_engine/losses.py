@@ -10,7 +10,7 @@ A pair (winner M_w, loser M_l, context c) has reward margin::
 
     Δ = β·[(ℓ_θ(M_w|c) − ℓ_ref(M_w|c)) − (ℓ_θ(M_l|c) − ℓ_ref(M_l|c))],   loss = −log σ(Δ)
 
-Both masks are scored under ONE context (DESIGN.md §2): inter pairs take the loser's prompt set
+Both masks are scored under ONE context (docs/method.md): inter pairs take the loser's prompt set
 and slot; intra pairs the slot the IoU head selects. ``literal_scoring`` scores each mask under
 its own logits instead (the paper read literally; an ablation — it only rewards confidence).
 
@@ -20,7 +20,7 @@ every slot. L = L_sup + α·(L_inter + λ·L_intra).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -144,43 +144,19 @@ def preference_term(
     return loss.mean(), margin.detach()
 
 
-def dice_loss(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    eps: float = 1.0,
-    region: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Soft Dice loss of (N, H, W) logits against {0,1} targets, per row (N,).
-
-    ``region`` (N, H, W) {0,1}, optional: only its pixels count (prediction and target outside
-    it are ignored).
-    """
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Soft Dice loss of (N, H, W) logits against {0,1} targets, per row (N,)."""
     prob = torch.sigmoid(logits).flatten(1)
     target = target.flatten(1).to(prob.dtype)
-    if region is not None:
-        keep = region.flatten(1).to(prob.dtype)
-        prob, target = prob * keep, target * keep
     inter = (prob * target).sum(1)
     return 1 - (2 * inter + eps) / (prob.sum(1) + target.sum(1) + eps)
 
 
-def pixel_loss(
-    logits: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean over rows of per-pixel-mean BCE + soft Dice: (N, H, W) logits, {0,1} targets.
-
-    ``region`` (N, H, W) {0,1}, optional: the pixels the target speaks for; BCE is averaged and
-    Dice computed over them only (a row with an empty region contributes 0).
-    """
+def pixel_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of per-pixel-mean BCE + soft Dice: (N, H, W) logits, {0,1} targets."""
     target = target.to(logits.dtype)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1)
-    if region is None:
-        return (bce.mean(1) + dice_loss(logits, target)).mean()
-    keep = region.flatten(1).to(bce.dtype)
-    n = keep.sum(1)
-    bce = (bce * keep).sum(1) / n.clamp(min=1)
-    dice = torch.where(n > 0, dice_loss(logits, target, region=region), torch.zeros_like(n))
-    return (bce + dice).mean()
+    return (bce.mean(1) + dice_loss(logits, target)).mean()
 
 
 def supervised_term(
@@ -201,6 +177,15 @@ def supervised_term(
     return pixel + config.iou_head_weight * iou_mse
 
 
+def total_loss(
+    sup: torch.Tensor, inter: torch.Tensor, intra: torch.Tensor, config: LossConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one place the terms are put together: L_pref = L_inter + λ·L_intra and
+    L = L_sup + α·L_pref. Returns ``(loss, pref)``."""
+    pref = inter + config.lam * intra
+    return sup + config.alpha * pref, pref
+
+
 @dataclass
 class LossOutput:
     loss: torch.Tensor
@@ -212,6 +197,13 @@ class LossOutput:
     pairs_usable: int
     pairs_total: int
     ious: torch.Tensor  # (B, K, 3) true IoU of each candidate mask
+    inter_usable: int = 0  # of ``pairs_usable``, the inter-prompt ones (the rest are intra)
+
+    def with_terms(self, inter: torch.Tensor, intra: torch.Tensor, config: LossConfig):
+        """This output with new L_inter and L_intra (e.g. weighed across DDP ranks), L_pref and
+        L recomputed by :func:`total_loss`."""
+        loss, pref = total_loss(self.sup, inter, intra, config)
+        return replace(self, loss=loss, pref=pref, inter=inter, intra=intra)
 
 
 def sampo_loss(
@@ -234,7 +226,7 @@ def sampo_loss(
     zero = logits.sum() * 0.0
     inter = intra = zero
     margins = [logits.new_zeros(0)]
-    usable = total = 0
+    usable = total = inter_usable = 0
     if config.uses_preference:
         if ref_logits is None:
             raise ValueError("the preference terms need reference logits")
@@ -244,13 +236,15 @@ def sampo_loss(
             margins.append(m)
             usable += pairs.b.numel()
             total += pairs.total
+            inter_usable = int(pairs.b.numel())
         if config.use_intra:
             pairs = intra_pairs(ious, iou_pred, config.tie_margin)
             intra, m = preference_term(pairs, logits, ref_logits, masks, config)
             margins.append(m)
             usable += pairs.b.numel()
             total += pairs.total
-    pref = inter + config.lam * intra
     sup = supervised_term(logits, iou_pred, target, ious, config) if config.use_sup else zero
-    loss = sup + config.alpha * pref
-    return LossOutput(loss, sup, inter, intra, pref, torch.cat(margins), usable, total, ious)
+    loss, pref = total_loss(sup, inter, intra, config)
+    return LossOutput(
+        loss, sup, inter, intra, pref, torch.cat(margins), usable, total, ious, inter_usable
+    )

@@ -3,7 +3,7 @@
 An *intent* is T1 (all nuclei) or T2(c) (all nuclei of class c); its target mask Y_t is the union
 of those nuclei. A *prompt set* is up to 3 positive + 3 negative points expressing that intent.
 
-Mining (DESIGN.md §2) synthesises K prompt sets per sample that vary in quality — number of
+Mining (docs/method.md) synthesises K prompt sets per sample that vary in quality — number of
 positives (1–3) and negatives (0–3), placement at a nucleus centre or near its rim, and, with a
 probability that grows as the set's quality level falls, ambiguous points (T2: a "positive" on a
 nucleus of another class; T1: a positive just outside a nucleus; a negative on a target nucleus'

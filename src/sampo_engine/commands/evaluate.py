@@ -24,7 +24,7 @@ Examples:
 
 
 def add_parser(subparsers):
-    from sampo_engine.eval.protocol import EvalConfig
+    from sampo_engine.eval.config import EvalConfig
 
     parser = subparsers.add_parser(
         "eval",
@@ -55,20 +55,20 @@ def check(config, threads: int = 0) -> None:
     """Refuse an evaluation whose options or paths are wrong before torch is imported: the
     options (``EvalConfig.validate``), the test data folder, every adapter bundle and the base
     checkpoint."""
-    from sampo_engine.commands import _checks
+    from sampo_engine import early_checks
 
     config.validate()
-    _checks.dataset_folder(config.data)
+    early_checks.dataset_folder(config.data)
     for adapter in config.adapters or []:
-        _checks.adapter_bundle(adapter)
+        early_checks.adapter_bundle(adapter)
     if config.checkpoint:
-        _checks.checkpoint_file(config.checkpoint)
-    _checks.device_name(config.device)
-    _checks.threads_count(threads)
+        early_checks.checkpoint_file(config.checkpoint)
+    early_checks.device_name(config.device)
+    early_checks.threads_count(threads)
 
 
 def run(args) -> int:
-    from sampo_engine.eval.protocol import EvalConfig
+    from sampo_engine.eval.config import EvalConfig
 
     config = dataclass_from_args(EvalConfig, args)
     check(config, args.threads)  # before torch: a wrong path is refused at once

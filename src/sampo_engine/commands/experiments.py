@@ -26,7 +26,7 @@ An interrupted grid continues with --resume. See docs/evaluation.md.
 
 
 def add_parser(subparsers):
-    from sampo_engine.eval.experiments import ExperimentsConfig
+    from sampo_engine.experiments.grid_config import ExperimentsConfig
 
     parser = subparsers.add_parser(
         "experiments",
@@ -51,21 +51,21 @@ def add_parser(subparsers):
 def check(config, threads: int = 0) -> None:
     """Refuse a grid whose options or paths are wrong before torch is imported: the options
     (``ExperimentsConfig.validate``), the train and test data folders, the base checkpoint."""
-    from sampo_engine.commands import _checks
+    from sampo_engine import early_checks
 
     config.validate()
     if config.train_data:
-        _checks.dataset_folder(config.train_data, "--train-data")
+        early_checks.dataset_folder(config.train_data, "--train-data")
     if config.test_data:
-        _checks.dataset_folder(config.test_data, "--test-data")
+        early_checks.dataset_folder(config.test_data, "--test-data")
     if config.checkpoint:
-        _checks.checkpoint_file(config.checkpoint)
-    _checks.threads_count(threads)
+        early_checks.checkpoint_file(config.checkpoint)
+    early_checks.threads_count(threads)
 
 
 def run(args) -> int:
     from sampo_engine.errors import ConfigError
-    from sampo_engine.eval.experiments import ExperimentsConfig, gather, run_experiments
+    from sampo_engine.experiments.grid import ExperimentsConfig, gather, run_experiments
 
     if args.gather:
         if not args.out:

@@ -53,13 +53,6 @@ def add_parser(subparsers):
     )
     parser.add_argument("image", help="image file: PNG, JPEG, TIFF (also multi-page, pyramidal)")
     parser.add_argument("--points", required=True, help="CSV or JSON file of clicks (see below)")
-    parser.add_argument(
-        "--task",
-        default="t1",
-        choices=("t1", "t2", "classes"),
-        help="t1 = all nuclei, t2 = the clicked type, classes = every nucleus labelled with "
-        "one of the classes named in the points file",
-    )
     parser.add_argument("--out", required=True, help="output prefix, e.g. results/tile01")
     parser.add_argument(
         "--level", type=int, default=None, help="pyramid level of a TIFF (0 = full)"
@@ -74,15 +67,15 @@ def add_parser(subparsers):
 def check_paths(args, config) -> None:
     """Refuse missing inputs before torch is imported: the image, the points file, the adapter
     bundle, the base checkpoint (and a negative --threads)."""
-    from sampo_engine.commands import _checks
+    from sampo_engine import early_checks
 
-    _checks.image_file(args.image)
-    _checks.points_file(args.points)
+    early_checks.image_file(args.image)
+    early_checks.points_file(args.points)
     if config.adapter:
-        _checks.adapter_bundle(config.adapter)
+        early_checks.adapter_bundle(config.adapter)
     if config.checkpoint:
-        _checks.checkpoint_file(config.checkpoint)
-    _checks.threads_count(args.threads)
+        early_checks.checkpoint_file(config.checkpoint)
+    early_checks.threads_count(args.threads)
 
 
 def _label_value(text: str, where: str) -> int:
@@ -289,7 +282,7 @@ def run(args) -> int:
 
     from sampo_engine.utils.imageio import read_image
 
-    if args.task == "classes":
+    if config.task == "classes":
         points, point_classes, names = read_class_points(args.points)
         labels = np.ones(len(points), np.int64)
     else:
@@ -303,7 +296,7 @@ def run(args) -> int:
     predictor = TilePredictor(config)
     clicks = (
         f"{len(points)} clicks of {len(names)} classes"
-        if args.task == "classes"
+        if config.task == "classes"
         else f"{int((labels == 1).sum())} positive + {int((labels == 0).sum())} negative point(s)"
     )
     print(
@@ -317,43 +310,34 @@ def run(args) -> int:
         close()
     update, close = _bar("decode", args.quiet)
     try:
-        if args.task == "classes":
+        if config.task == "classes":
             result = predictor.classify(points, point_classes, names)
         else:
-            result = predictor.predict(points, labels, task=args.task, progress=update)
+            result = predictor.predict(points, labels, progress=update)
     finally:
         close()
 
-    from sampo_engine.predict.export import write_csv, write_geojson, write_instance_tiff
+    from sampo_engine.predict.export import write_prediction
 
-    label_classes, class_names, label_probability = export_classes(result)
     for p in outputs.values():
         p.parent.mkdir(parents=True, exist_ok=True)
-    write_instance_tiff(outputs["labels"], result.labels)
-    write_geojson(
-        outputs["geojson"],
-        result.labels,
-        label_classes=label_classes,
-        class_names=class_names,
-        label_probability=label_probability,
-    )
-    write_csv(
-        outputs["csv"],
+    write_prediction(
+        outputs,
         result.labels,
         image=image,
-        label_classes=label_classes,
-        class_names=class_names,
-        label_probability=label_probability,
+        class_name=result.class_name,
+        nucleus=result.nucleus,
+        task=result.task,
     )
     for message in result.messages:
         print(f"note: {message}")
-    if args.task == "classes":
+    if config.task == "classes":
         counts = np.bincount(result.nucleus.classes, minlength=len(names))
         what = ", ".join(f"{n} {name}" for n, name in zip(counts.tolist(), names))
         print(f"{result.num_nuclei} nuclei: {what}; {result.seconds:.1f} s after encoding")
     else:
         print(
-            f"{result.num_nuclei} nuclei ({args.task.upper()}"
+            f"{result.num_nuclei} nuclei ({config.task.upper()}"
             f"{', ' + result.class_name if result.class_name else ''}); tiles: "
             f"{result.num_tiles}, {result.tiles_with_prompts} clicked, "
             f"{result.tiles_propagated} propagated; {result.encoder_seconds + result.seconds:.1f} s"
@@ -361,29 +345,3 @@ def run(args) -> int:
     for kind, p in outputs.items():
         print(f"{kind:8s} {p}")
     return 0
-
-
-def export_classes(result):
-    """(label → class id, class id → name, label → probability) for the exports of a
-    :class:`~sampo_engine.predict.predictor.Prediction`; Nones where they do not apply.
-
-    Class ids start at 1 (0 is background in QuPath's and our class maps): with named
-    classes, class k of the prediction is id k + 1; a T1/T2 result with a class name is id 1.
-    """
-    import numpy as np
-
-    nucleus = result.nucleus
-    if nucleus is not None and result.task == "classes":
-        label_classes = {int(i): int(c) + 1 for i, c in zip(nucleus.ids, nucleus.classes)}
-        class_names = {k + 1: n for k, n in enumerate(nucleus.class_names)}
-        return label_classes, class_names, nucleus.label_probability()
-    if not result.class_name:
-        return None, None, None
-    ids = np.unique(result.labels)
-    ids = ids[ids > 0].tolist()
-    label_classes = dict.fromkeys(ids, 1)
-    probability = None
-    if nucleus is not None:
-        everything = nucleus.label_probability()
-        probability = {i: everything[i] for i in ids if i in everything}
-    return label_classes, {1: result.class_name}, probability

@@ -39,21 +39,21 @@ def check(config: TrainConfig) -> None:
     on every typo): the options (:meth:`TrainConfig.validate`), the data folders, the base
     checkpoint (given, or the cached official one a pretrained model needs), the adapter to
     continue from, the corrections folder, and whether --out can take the run."""
-    from sampo_engine.commands import _checks
+    from sampo_engine import early_checks
     from sampo_engine.models.loading import resolve_checkpoint
 
     config.validate()
-    _checks.dataset_folders(config.data)
+    early_checks.dataset_folders(config.data)
     if config.checkpoint:
-        _checks.checkpoint_file(config.checkpoint)
+        early_checks.checkpoint_file(config.checkpoint)
     if config.init_adapter:
-        _checks.adapter_bundle(config.init_adapter, "--init-adapter")
+        early_checks.adapter_bundle(config.init_adapter, "--init-adapter")
     else:
         resolve_checkpoint(config.model, config.checkpoint or None)  # official weights cached?
     if config.corrections:
-        _checks.corrections_folder(config.corrections)
+        early_checks.corrections_folder(config.corrections)
     if os.environ.get("RANK", "0") == "0":  # distributed: rank 0 alone prepares --out
-        _checks.run_folder(config.out, config.resume, config.overwrite)
+        early_checks.run_folder(config.out, config.resume, config.overwrite)
 
 
 def run(args) -> int:

@@ -44,7 +44,7 @@ def _human(size: int) -> str:
 def run(args) -> int:
     import sys
 
-    from sampo_engine import weights
+    from sampo_engine.models import checkpoints as weights
 
     if args.action == "list":
         rows = [weights.describe(model) for model in weights.CHECKPOINTS]

@@ -1,2 +1,4 @@
-"""Evaluation: overlap metrics for semantic masks (IoU, Dice, pooled sums) and instance metrics
-(PQ = DQ·SQ, AJI, detection F1) computed as HoVer-Net / CellViT compute them."""
+"""Evaluation with the paper's protocol (``sampo-engine eval``): several models scored on the
+same seeded queries and prompts, aggregated into ``metrics.json``, ``report.md`` and plots.
+The driver is :mod:`sampo_engine.eval.protocol`; the metrics themselves are
+:mod:`sampo_engine.scoring`."""

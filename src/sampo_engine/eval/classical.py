@@ -103,7 +103,7 @@ def clicked_selection(
 
 
 class ClassicalFloor:
-    """Stands in for a model in :func:`~sampo_engine.eval.queries.predict_queries`."""
+    """Stands in for a model in :func:`~sampo_engine.scoring.queries.predict_queries`."""
 
     name = NAME
 
@@ -123,8 +123,8 @@ class ClassicalFloor:
         """
         from collections import OrderedDict
 
-        from sampo_engine.eval.queries import query_batches
         from sampo_engine.prompts import pack
+        from sampo_engine.scoring.queries import query_batches
 
         cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         done = 0

@@ -2,8 +2,8 @@
 (so a report can be redrawn from a saved metrics file with :func:`write_report`).
 
 Tables follow the paper's layout: rows = methods, columns = task × (IoU, Dice), in percent with
-two decimals; the best-slot (oracle) score sits beside each. The two trivial T2 rows of
-DESIGN.md §4 are set apart in italics.
+two decimals; the best-slot (oracle) score sits beside each. The two trivial T2 rows
+(docs/evaluation.md) are set apart in italics.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from sampo_engine.eval.outputs import slug
+from sampo_engine.utils.tables import markdown_table
+
 ORACLE = "★"
 
 
@@ -21,12 +24,6 @@ def fmt(value, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{100 * float(value):.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def _tasks(metrics: dict) -> list[str]:
@@ -60,7 +57,7 @@ def main_table(metrics: dict) -> str:
             s = e.get("summary", {}).get(t, {})
             row += [fmt(s.get(k)) for k in ("iou", "dice", "oracle_iou", "oracle_dice")]
         rows.append(row)
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def pooled_table(metrics: dict) -> str:
@@ -81,7 +78,7 @@ def pooled_table(metrics: dict) -> str:
             s = e.get("summary", {}).get("t2", {})
             row += [fmt(s.get("class_macro_iou")), fmt(s.get("class_macro_dice"))]
         rows.append(row)
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def instance_table(metrics: dict) -> str | None:
@@ -99,7 +96,7 @@ def instance_table(metrics: dict) -> str | None:
             s = e["instances"].get(t, {})
             row += [fmt(s.get(k)) for k in ("pq", "aji", "f1", "dq", "sq")]
         rows.append(row)
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def robustness_table(metrics: dict) -> str | None:
@@ -121,7 +118,7 @@ def robustness_table(metrics: dict) -> str | None:
                 else ["–"] * 3
             )
         rows.append(row)
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def per_class_table(metrics: dict) -> str | None:
@@ -140,7 +137,7 @@ def per_class_table(metrics: dict) -> str | None:
             b = e["per_class"].get(c, {})
             row += [fmt(b.get("iou")), fmt(b.get("dice"))]
         rows.append(row)
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def density_table(metrics: dict) -> str | None:
@@ -159,7 +156,7 @@ def density_table(metrics: dict) -> str | None:
         for t in tasks:
             row += [fmt(e["density"].get(t, {}).get(b, {}).get("dice")) for b in bins]
         rows.append(row)
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def tissue_table(metrics: dict) -> str | None:
@@ -176,7 +173,7 @@ def tissue_table(metrics: dict) -> str | None:
             for t in tasks:
                 row.append(fmt(e["per_tissue"].get(tissue, {}).get(t, {}).get("dice")))
         rows.append(row)
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def sensitivity_tables(entry: dict) -> str | None:
@@ -187,7 +184,7 @@ def sensitivity_tables(entry: dict) -> str | None:
     for t, g in grids.items():
         header = [f"{t.upper()} Dice: pos \\ neg"] + [str(n) for n in g["negatives"]]
         rows = [[str(p)] + [fmt(v) for v in line] for p, line in zip(g["positives"], g["dice"])]
-        parts.append(f"{t.upper()}, {g['n']} queries:\n\n" + _table(header, rows))
+        parts.append(f"{t.upper()}, {g['n']} queries:\n\n" + markdown_table(header, rows))
     return "\n".join(parts)
 
 
@@ -208,13 +205,12 @@ def paired_table(metrics: dict) -> str | None:
         ]
         for p in rows
     ]
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def _plots(metrics: dict, out: Path, log) -> dict[str, str]:
     """Draw every plot; a failing plot is logged and skipped (the numbers are already saved)."""
     from sampo_engine.eval import plots
-    from sampo_engine.eval.protocol import _slug
 
     made: dict[str, str] = {}
     jobs = [
@@ -227,7 +223,7 @@ def _plots(metrics: dict, out: Path, log) -> dict[str, str]:
             (
                 f"sensitivity:{e['name']}",
                 lambda p, e=e: plots.plot_sensitivity(e, p),
-                f"plots/sensitivity_{_slug(e['name'])}.png",
+                f"plots/sensitivity_{slug(e['name'])}.png",
             )
         )
     for key, draw, rel in jobs:
@@ -260,7 +256,7 @@ def whole_image_table(metrics: dict) -> str | None:
         "Method", "Task", "Dice", "IoU", "PQ", "F1 (IoU>0.5)", "F1 (centroid)", "prompted",
         "with target", "n",
     ]  # fmt: skip
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def whole_image_class_table(metrics: dict) -> str | None:
@@ -292,7 +288,7 @@ def whole_image_class_table(metrics: dict) -> str | None:
                 ]
             )
     header = ["Method", "Task"] + [names.get(c, f"class {c}") for c in classes]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def render_report(metrics: dict, plots: dict[str, str] | None = None) -> str:
@@ -320,7 +316,7 @@ def render_report(metrics: dict, plots: dict[str, str] | None = None) -> str:
         "Scores are in percent, macro-averaged over (crop, intent) queries as in the paper's "
         f"tables. {ORACLE} = the best of SAM's three output slots (the oracle); the other columns "
         "use the slot the IoU head selects, as inference does. Rows in italics are the trivial "
-        "T2 references (DESIGN.md §4): each method's T1 answer used as its T2 answer, and all "
+        "T2 references (docs/evaluation.md): each method's T1 answer used as its T2 answer, and all "
         "nuclei perfectly segmented as every T2 answer.",
         "",
         "## Main results",

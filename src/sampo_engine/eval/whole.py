@@ -73,9 +73,9 @@ def score_whole_images(
     centroid within ``match_radius`` px (:mod:`~sampo_engine.eval.nucleus_match`; for T1 it is
     the detection F1 of all nuclei).
     """
-    from sampo_engine.eval.metrics import get_fast_pq
     from sampo_engine.eval.nucleus_match import centroid_f1, label_centroids
-    from sampo_engine.eval.queries import dice_iou
+    from sampo_engine.scoring.metrics import get_fast_pq
+    from sampo_engine.scoring.queries import dice_iou
 
     predictor = _whole_image_predictor(model, device, slot_rule)
     rows = []

@@ -9,15 +9,15 @@ a default. States:
     the spec names weights packaged with napari-sampo (``spec.shipped_weights``, a file name under
     ``sampo_engine/models/weights/``) and the file is installed. Usable.
 ``cached``
-    an official Segment Anything checkpoint (:data:`sampo_engine.weights.CHECKPOINTS`) that is in
+    an official Segment Anything checkpoint (:data:`sampo_engine.models.checkpoints.CHECKPOINTS`) that is in
     the per-user cache, complete. Usable.
 ``not downloaded``
     an official checkpoint that is not in the cache. Not usable until downloaded
-    (:func:`sampo_engine.weights.download_checkpoint`).
+    (:func:`sampo_engine.models.checkpoints.download_checkpoint`).
 ``random weights``
     no weights exist for the architecture (``tiny``, ``small``): it runs from a random
     initialisation — demos and tests, or a model to train from scratch (every weight:
-    :func:`needs_full_training`). Usable.
+    :func:`~sampo_engine.models.registry.must_train_in_full`). Usable.
 ``needs a base``
     the spec promises weights that are not here (packaged weights missing from this install, or a
     pretrained architecture without a download); it needs a base checkpoint file. Not usable.
@@ -59,7 +59,7 @@ class ModelState:
         size: bytes of its weights file (official or shipped), None for random weights.
         detail: a longer explanation (for a tooltip).
         path: the weights file when present (the cached official checkpoint or the shipped file).
-        downloadable: True when :func:`sampo_engine.weights.download_checkpoint` can fetch it.
+        downloadable: True when :func:`sampo_engine.models.checkpoints.download_checkpoint` can fetch it.
     """
 
     name: str
@@ -108,7 +108,7 @@ def shipped_weights_path(name: str) -> Path | None:
 
 def model_state(name: str) -> ModelState:
     """The :class:`ModelState` of registry model ``name`` (KeyError for an unknown name)."""
-    from sampo_engine.weights import CHECKPOINTS, checkpoint_dir, find_checkpoint
+    from sampo_engine.models.checkpoints import CHECKPOINTS, checkpoint_dir, find_checkpoint
 
     spec = SPECS[name]
     declared = shipped_weights_name(name)
@@ -200,16 +200,6 @@ def default_model(states: list[ModelState] | None = None) -> str:
         if s.state == CACHED:
             return s.name
     return FALLBACK
-
-
-def needs_full_training(name: str) -> bool:
-    """True when ``name`` has neither official nor packaged weights: LoRA on random weights
-    learns little, so fine-tuning must train every weight (``TrainConfig.full``)."""
-    from sampo_engine.weights import CHECKPOINTS
-
-    if name not in SPECS:
-        return False
-    return name not in CHECKPOINTS and not shipped_weights_name(name)
 
 
 def _file_size(path: Path) -> int | None:

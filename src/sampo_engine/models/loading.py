@@ -49,7 +49,7 @@ def resolve_checkpoint(
     if not spec.pretrained or allow_random:
         return None
     try:
-        from sampo_engine.weights import checkpoint_path, find_checkpoint
+        from sampo_engine.models.checkpoints import checkpoint_path, find_checkpoint
     except ImportError:  # pragma: no cover - weights module always ships
         found, expected = None, None
     else:
@@ -75,11 +75,9 @@ def load_model(
     With ``adapter`` (a bundle folder) the model type and input size default to the bundle's;
     asking for different ones is refused with the reason.
     """
-    from safetensors.torch import load_file
-
     from sampo_engine.models.build import DEFAULT_IMAGE_SIZE, build_sam
-    from sampo_engine.models.lora import add_lora, frozen, load_lora_state_dict
-    from sampo_engine.train.bundle import check_compatible, read_bundle
+    from sampo_engine.models.bundle import check_compatible, read_bundle
+    from sampo_engine.models.lora import add_lora, frozen, load_lora_weights
 
     info = read_bundle(adapter) if adapter else None
     if info is not None:
@@ -105,7 +103,7 @@ def load_model(
         if info is not None:
             check_compatible(info, model_type, image_size, checkpoint_sha256(ckpt))
             adapted = add_lora(sam, rank=int(info.rank or 1))
-            load_lora_state_dict(adapted, load_file(str(info.weights_file)))
+            load_lora_weights(adapted, info.weights_file)
             for p in adapted.sam.parameters():
                 p.requires_grad_(False)
             adapted.mode = "lora"

@@ -195,3 +195,46 @@ def load_lora_state_dict(adapted: AdaptedSam, state: dict[str, torch.Tensor]) ->
             f"the adapter holds {len(unexpected)} weights this model has no place for "
             f"(e.g. {unexpected[0]}); it was trained for another base model or rank"
         )
+
+
+# ------------------------------------------------------------------ the adapter on disk
+def trainable_state(adapted: AdaptedSam) -> dict[str, torch.Tensor]:
+    """What a run trains, on the CPU: the LoRA weights (peft naming), or every weight of a
+    fully fine-tuned model."""
+    if adapted.mode == "lora":
+        return lora_state_dict(adapted)
+    return {k: v.detach().cpu() for k, v in adapted.sam.state_dict().items()}
+
+
+def load_trainable_state(adapted: AdaptedSam, state: dict[str, torch.Tensor]) -> None:
+    """Put a :func:`trainable_state` back (resuming a run)."""
+    if adapted.mode == "lora":
+        load_lora_state_dict(adapted, state)
+    else:
+        adapted.sam.load_state_dict(state)
+
+
+def save_lora_weights(adapted: AdaptedSam, folder) -> None:
+    """Write the LoRA weights (safetensors) and peft's adapter config into ``folder``, each
+    atomically (a reader never sees half a file)."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from sampo_engine.models.bundle import LORA_CONFIG_FILE, LORA_WEIGHTS_FILE
+    from sampo_engine.utils.atomic import atomic_path, write_text_atomic
+
+    folder = Path(folder)
+    with atomic_path(folder / LORA_WEIGHTS_FILE) as tmp:
+        save_file(lora_state_dict(adapted), str(tmp), metadata={"format": "pt"})
+    peft_config = adapted.peft_model.peft_config["default"].to_dict()
+    write_text_atomic(folder / LORA_CONFIG_FILE, json.dumps(peft_config, indent=2, default=str))
+
+
+def load_lora_weights(adapted: AdaptedSam, weights_file) -> None:
+    """Load the LoRA weights written by :func:`save_lora_weights` into ``adapted``'s LoRA
+    layers (every key must find its place)."""
+    from safetensors.torch import load_file
+
+    load_lora_state_dict(adapted, load_file(str(weights_file)))

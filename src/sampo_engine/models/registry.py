@@ -105,3 +105,15 @@ def get_spec(model_type: str) -> SamSpec:
         raise ConfigError(
             f"unknown model type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}"
         ) from None
+
+
+def must_train_in_full(name: str) -> bool:
+    """True when fine-tuning ``name`` must train every weight (``TrainConfig.full``): the
+    architecture has no pretrained weights (``tiny``, ``small``), so LoRA on its random weights
+    would learn little. False for the models with weights (the official ``vit_*`` checkpoints, the
+    shipped ``nuclei-small``: LoRA on them) and for names that are not in the registry."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return False
+    has_weights = getattr(spec, "pretrained", True) or bool(getattr(spec, "shipped_weights", ""))
+    return not has_weights

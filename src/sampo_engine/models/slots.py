@@ -1,6 +1,6 @@
 """Choosing one of SAM's three mask slots per prompt set.
 
-- ``iou``: the slot the IoU head rates best — SAM's rule and the paper's (DESIGN.md §2).
+- ``iou``: the slot the IoU head rates best — SAM's rule and the paper's (docs/method.md).
 - ``clicks``: the slot that agrees best with the user's own clicks: the mean foreground
   probability at the positive points minus the mean at the negative points (the IoU head breaks
   ties). It uses nothing but the prompts, so it is a legitimate inference rule. Our pilot found
@@ -17,6 +17,18 @@ import numpy as np
 
 SLOT_RULES = ("iou", "clicks")
 TIE_BREAK = 1e-3  # weight of the IoU head inside the click score
+
+
+def slot_rule_for(rule: str, task: str) -> str:
+    """The rule a query uses: ``auto`` = ``clicks`` for T2 and ``iou`` for T1 (the plugin's
+    default); ``iou`` and ``clicks`` stand as given."""
+    if rule == "auto":
+        return "clicks" if task == "t2" else "iou"
+    if rule not in SLOT_RULES:
+        raise ValueError(
+            f"unknown slot rule {rule!r}; choose auto or one of {', '.join(SLOT_RULES)}"
+        )
+    return rule
 
 
 def _grid_index(

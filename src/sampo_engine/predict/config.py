@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sampo_engine._config import option
+from sampo_engine._config import DEVICES, option
 from sampo_engine.errors import ConfigError, DataError
 from sampo_engine.models.registry import MODEL_TYPES
 from sampo_engine.predict.nucleus_classes import DEFAULT_T2_MODE, T2_MODES
@@ -20,10 +20,13 @@ from sampo_engine.predict.propagation import (
     MAX_NEGATIVE,
     MAX_POSITIVE,
 )
+from sampo_engine.tasks import TASKS  # noqa: F401  (re-exported: the CLI and the widget)
 
-TASKS = ("t1", "t2")
-DEVICES = ("auto", "cuda", "mps", "cpu")
 MAX_POINTS = MAX_POSITIVE + MAX_NEGATIVE
+
+#: What ``sampo-engine predict`` can be asked: a task, or ``classes`` (every nucleus labelled
+#: with one of several named classes: :meth:`TilePredictor.classify`).
+PREDICT_TASKS = (*TASKS, "classes")
 
 #: Class name written for T2 results when none is given.
 DEFAULT_T2_CLASS = "T2 target"
@@ -33,6 +36,12 @@ DEFAULT_T2_CLASS = "T2 target"
 class PredictConfig:
     """Every option of whole-tile prediction (CLI ``sampo-engine predict`` and the napari widget)."""
 
+    task: str = option(
+        "t1",
+        "t1 = all nuclei, t2 = the clicked type, classes = every nucleus labelled with one of "
+        "the classes named in the points file",
+        choices=PREDICT_TASKS,
+    )
     model: str = option(
         "",
         "model (with --adapter the bundle's type is used); empty = the best one usable here: "
@@ -97,6 +106,10 @@ class PredictConfig:
 
     def validate(self) -> None:
         """Refuse impossible settings before any work starts."""
+        if self.task not in PREDICT_TASKS:
+            raise ConfigError(
+                f"--task must be one of {', '.join(PREDICT_TASKS)}, not {self.task!r}"
+            )
         if self.model and self.model not in MODEL_TYPES:
             raise ConfigError(
                 f"unknown model {self.model!r}; choose one of {', '.join(MODEL_TYPES)}"

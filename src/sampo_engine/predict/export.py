@@ -341,3 +341,71 @@ def write_csv(path: str | os.PathLike, labels, **kwargs) -> Path:
             for row in rows:
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return path
+
+
+# ------------------------------------------------------------------------------- prediction
+
+
+def prediction_classes(labels, class_name: str | None = None, nucleus=None, task: str = ""):
+    """(label → class id, class id → name, label → probability) for exporting ``labels``, a
+    prediction's instance map (or the user's edit of it); Nones where they do not apply.
+
+    Class ids start at 1 (0 is background in QuPath's and our class maps). Class labelling
+    (``task == "classes"``, ``nucleus`` its
+    :class:`~sampo_engine.predict.nucleus_classes.NucleusClasses`): class k of ``nucleus`` is
+    id k + 1, for every nucleus it classified. Otherwise, with a
+    ``class_name`` (T2, or T1 when one was given), every label of ``labels`` is id 1 named so, with
+    its probability from ``nucleus`` (T2 by nucleus) when it has one — labels painted in later
+    have none; without a class name there is no class and no probability.
+    """
+    if nucleus is not None and task == "classes":
+        label_classes = {int(i): int(c) + 1 for i, c in zip(nucleus.ids, nucleus.classes)}
+        class_names = {k + 1: n for k, n in enumerate(nucleus.class_names)}
+        return label_classes, class_names, nucleus.label_probability()
+    if not class_name:
+        return None, None, None
+    ids = np.unique(np.asarray(labels))
+    ids = ids[ids > 0].tolist()
+    label_classes = dict.fromkeys(ids, 1)
+    probability = None
+    if nucleus is not None:
+        everything = nucleus.label_probability()
+        probability = {i: everything[i] for i in ids if i in everything}
+    return label_classes, {1: class_name}, probability
+
+
+def write_prediction(
+    paths,
+    labels,
+    image=None,
+    class_name: str | None = None,
+    nucleus=None,
+    task: str = "",
+) -> list[Path]:
+    """Write the exports of one prediction: the instance TIFF, the QuPath GeoJSON and the
+    per-nucleus CSV, to ``paths["labels"]``, ``paths["geojson"]`` and ``paths["csv"]`` (in that
+    order; returned as a list). ``image``: the pixels the labels were predicted on, for the
+    CSV's ``mean_intensity`` (None: empty). Classes and probabilities: :func:`prediction_classes`.
+    """
+    labels = _check_labels(labels)
+    label_classes, class_names, probability = prediction_classes(
+        labels, class_name=class_name, nucleus=nucleus, task=task
+    )
+    return [
+        write_instance_tiff(paths["labels"], labels),
+        write_geojson(
+            paths["geojson"],
+            labels,
+            class_names=class_names,
+            label_classes=label_classes,
+            label_probability=probability,
+        ),
+        write_csv(
+            paths["csv"],
+            labels,
+            image=image,
+            class_names=class_names,
+            label_classes=label_classes,
+            label_probability=probability,
+        ),
+    ]

@@ -1,6 +1,6 @@
 """Whole-tile T1/T2 prediction from a few clicks: :class:`TilePredictor`.
 
-Pipeline (DESIGN.md §3)::
+Pipeline (docs/inference.md)::
 
     set_image(image)       tile at the model input size with overlap -> encode tiles in batches
                            (or fetch the embeddings from the cache)
@@ -40,10 +40,6 @@ from sampo_engine.predict.config import (  # noqa: F401
     TASKS,
     PredictConfig,
     check_points,
-)
-from sampo_engine.predict.propagation import (
-    MAX_NEGATIVE,
-    MAX_POSITIVE,
 )
 
 #: Most probability pixels decoded at once (B · S² float32; 4 M px = 16 MB): the decode batch
@@ -95,12 +91,6 @@ class Prediction:
 def _check_stop(should_stop: StopFlag) -> None:
     if should_stop is not None and should_stop():
         raise Cancelled("prediction cancelled")
-
-
-def _nearest(points: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` rows of ``points`` (N, 2) nearest ``centre``, nearest first."""
-    order = np.argsort(((points - centre) ** 2).sum(1), kind="stable")[:k]
-    return points[order]
 
 
 class TilePredictor:
@@ -167,7 +157,7 @@ class TilePredictor:
 
             model_type = default_model()
         if cfg.adapter:
-            from sampo_engine.train.bundle import read_bundle
+            from sampo_engine.models.bundle import read_bundle
 
             model_type = read_bundle(cfg.adapter).model_type  # the bundle decides
         return load_model(
@@ -285,83 +275,22 @@ class TilePredictor:
 
     def tile_prompts(self, points_xy: np.ndarray, labels: np.ndarray, task: str = "t1"):
         """The prompt set of every tile for these clicks (validated), as ``{tile: TilePrompt}``,
-        plus the set of tiles holding positive clicks. Tile prompts are in tile pixels."""
-        from sampo_engine.predict.propagation import (
-            CELL,
-            TilePrompt,
-            build_prototypes,
-            features_at,
-            propagate,
-        )
+        plus the set of tiles holding positive clicks. Tile prompts are in tile pixels
+        (:func:`~sampo_engine.predict.propagation.image_prompts`)."""
+        from sampo_engine.predict.propagation import image_prompts
 
         entry = self._require_image()
-        grid = entry.grid
-        pts, lab = check_points(points_xy, labels, grid.shape)
-        s = grid.tile
-        centre_offset = np.array([(s - 1) / 2, (s - 1) / 2], np.float32)
-        pos, neg = pts[lab == 1], pts[lab == 0]
-
-        def inside(points, t):
-            if len(points) == 0:
-                return points
-            x0, y0 = grid.x0[t], grid.y0[t]
-            ok = (
-                (points[:, 0] >= x0 - 0.5)
-                & (points[:, 0] < x0 + s - 0.5)
-                & (points[:, 1] >= y0 - 0.5)
-                & (points[:, 1] < y0 + s - 0.5)
-            )
-            return points[ok] - np.array([x0, y0], np.float32)
-
-        prompts: dict[int, TilePrompt] = {}
-        own_neg: dict[int, np.ndarray] = {}
-        for t in range(len(grid)):
-            tp = _nearest(inside(pos, t), centre_offset, MAX_POSITIVE)
-            tn = _nearest(inside(neg, t), centre_offset, MAX_NEGATIVE)
-            if len(tp):
-                points = np.concatenate([tp, tn]).astype(np.float32)
-                labels_t = np.array([1] * len(tp) + [0] * len(tn), np.int64)
-                prompts[t] = TilePrompt(points, labels_t, propagated=False)
-            elif len(tn):
-                own_neg[t] = tn
-        clicked = set(prompts)
-
-        if self.config.propagate and len(clicked) < len(grid):
-            torch = self._torch
-            emb = entry.embeddings
-
-            def exemplars(points):
-                feats = []
-                for p in points:
-                    tiles = grid.tiles_containing(float(p[0]), float(p[1]))
-                    # the tile in which the click lies most centrally
-                    local = p[None] - np.stack([grid.x0[tiles], grid.y0[tiles]], 1)
-                    margin = np.minimum(local, s - 1 - local).min(1)
-                    t = int(tiles[int(np.argmax(margin))])
-                    loc = p - np.array([grid.x0[t], grid.y0[t]], np.float32)
-                    feats.append(features_at(emb[t], loc[None], s)[0])
-                return torch.stack(feats) if feats else None
-
-            protos = build_prototypes(exemplars(pos), exemplars(neg), entry.feature_mean())
-            rest = np.array([t for t in range(len(grid)) if t not in clicked], np.int64)
-            g = emb.shape[-1]
-            centres = np.arange(g) * CELL + (CELL - 1) / 2
-            rows_valid, cols_valid = grid.valid_extent()
-            valid = (centres[None, :, None] < rows_valid[rest, None, None]) & (
-                centres[None, None, :] < cols_valid[rest, None, None]
-            )
-            prompts.update(
-                propagate(
-                    emb,
-                    rest,
-                    protos,
-                    valid,
-                    own_negatives=own_neg,
-                    min_similarity=self.config.similarity,
-                    min_spacing=self.config.spacing,
-                )
-            )
-        return prompts, clicked
+        pts, lab = check_points(points_xy, labels, entry.grid.shape)
+        return image_prompts(
+            entry.grid,
+            entry.embeddings,
+            entry.feature_mean,
+            pts,
+            lab,
+            propagate_to_rest=self.config.propagate,
+            min_similarity=self.config.similarity,
+            min_spacing=self.config.spacing,
+        )
 
     def _require_image(self):
         if self._entry is None:
@@ -374,7 +303,7 @@ class TilePredictor:
         self,
         points_xy: np.ndarray,
         labels: np.ndarray,
-        task: str = "t1",
+        task: str | None = None,
         progress: Progress = None,
         should_stop: StopFlag = None,
         class_name: str | None = None,
@@ -384,16 +313,23 @@ class TilePredictor:
         Args:
             points_xy: (N, 2) float (x, y) = (column, row) in full-image pixels.
             labels: (N,) 1 positive / 0 negative; at least one positive.
-            task: 't1' (all nuclei) or 't2' (nuclei of the clicked type). The model reads the
-                intent from the clicks; the task names the result and its class.
+            task: 't1' (all nuclei) or 't2' (nuclei of the clicked type); None = ``config.task``.
+                The model reads the intent from the clicks; the task names the result and its
+                class (several named classes: :meth:`classify`).
             progress: ``progress(done, total)`` over decoded tiles (+1 for the instance split).
             should_stop: polled between batches; True raises :class:`Cancelled`.
             class_name: overrides ``config.class_name`` for the exports.
         """
+        from sampo_engine.models.slots import slot_rule_for
         from sampo_engine.predict.instances import split_instances
 
         start = time.perf_counter()
-        task = str(task).lower()
+        task = str(self.config.task if task is None else task).lower()
+        if task == "classes":
+            raise ConfigError(
+                "task 'classes' labels every nucleus with one of several named classes: call "
+                "classify(points, classes, names) instead of predict"
+            )
         if task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
         entry = self._require_image()
@@ -409,9 +345,7 @@ class TilePredictor:
         total = len(order) + 1
         if progress is not None:
             progress(0, total)
-        rule = cfg.slot_rule
-        if rule == "auto":
-            rule = "clicks" if task == "t2" else "iou"
+        rule = slot_rule_for(cfg.slot_rule, task)
         prob = None
         if not by_nucleus or cfg.t2_mode == "hybrid":
             prob = self._decode_and_blend(entry, prompts, order, progress, should_stop, total, rule)

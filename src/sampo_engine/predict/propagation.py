@@ -233,3 +233,117 @@ def propagate(
         labels = np.array([1] * len(pos_cells) + [0] * len(negatives), np.int64)
         prompts[tile] = TilePrompt(points, labels, propagated=True)
     return prompts
+
+
+# ------------------------------------------------------------------ the whole image's prompts
+def _nearest(points: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` rows of ``points`` (N, 2) nearest ``centre``, nearest first."""
+    order = np.argsort(((points - centre) ** 2).sum(1), kind="stable")[:k]
+    return points[order]
+
+
+def _clicks_in_tile(grid, points: np.ndarray, tile: int) -> np.ndarray:
+    """The (N, 2) (x, y) image-pixel ``points`` that lie on ``tile``, in the tile's pixels."""
+    if len(points) == 0:
+        return points
+    s = grid.tile
+    x0, y0 = grid.x0[tile], grid.y0[tile]
+    ok = (
+        (points[:, 0] >= x0 - 0.5)
+        & (points[:, 0] < x0 + s - 0.5)
+        & (points[:, 1] >= y0 - 0.5)
+        & (points[:, 1] < y0 + s - 0.5)
+    )
+    return points[ok] - np.array([x0, y0], np.float32)
+
+
+def clicked_tile_prompts(
+    grid, points_xy: np.ndarray, labels: np.ndarray
+) -> tuple[dict[int, TilePrompt], dict[int, np.ndarray]]:
+    """The user's clicks given to every tile they lie on.
+
+    ``points_xy`` (N, 2) (x, y) image pixels and ``labels`` (N,) 1 / 0, validated. A tile with a
+    positive click gets them as its :class:`TilePrompt` (the ``MAX_POSITIVE`` positives and
+    ``MAX_NEGATIVE`` negatives nearest its centre, in tile pixels); a tile with negative clicks
+    only gets none, but its negatives are returned (tile → (K, 2)) for :func:`propagate`.
+    """
+    s = grid.tile
+    centre = np.array([(s - 1) / 2, (s - 1) / 2], np.float32)
+    pos, neg = points_xy[labels == 1], points_xy[labels == 0]
+    prompts: dict[int, TilePrompt] = {}
+    own_negatives: dict[int, np.ndarray] = {}
+    for t in range(len(grid)):
+        tp = _nearest(_clicks_in_tile(grid, pos, t), centre, MAX_POSITIVE)
+        tn = _nearest(_clicks_in_tile(grid, neg, t), centre, MAX_NEGATIVE)
+        if len(tp):
+            points = np.concatenate([tp, tn]).astype(np.float32)
+            tile_labels = np.array([1] * len(tp) + [0] * len(tn), np.int64)
+            prompts[t] = TilePrompt(points, tile_labels, propagated=False)
+        elif len(tn):
+            own_negatives[t] = tn
+    return prompts, own_negatives
+
+
+def click_features(embeddings, grid, points_xy: np.ndarray):
+    """(N, C) features of the image at each (x, y) image-pixel click, each taken from the tile
+    in which it lies most centrally (``embeddings`` (T, C, g, g)); None without clicks."""
+    import torch
+
+    s = grid.tile
+    feats = []
+    for p in points_xy:
+        tiles = grid.tiles_containing(float(p[0]), float(p[1]))
+        local = p[None] - np.stack([grid.x0[tiles], grid.y0[tiles]], 1)
+        margin = np.minimum(local, s - 1 - local).min(1)
+        t = int(tiles[int(np.argmax(margin))])
+        loc = p - np.array([grid.x0[t], grid.y0[t]], np.float32)
+        feats.append(features_at(embeddings[t], loc[None], s)[0])
+    return torch.stack(feats) if feats else None
+
+
+def valid_cells(grid, tile_indices: np.ndarray, cells: int) -> np.ndarray:
+    """(M, g, g) bool: the embedding cells of ``tile_indices`` whose centre lies inside the
+    image (not in the padding of an edge tile); ``cells`` = g."""
+    centres = np.arange(cells) * CELL + (CELL - 1) / 2
+    rows_valid, cols_valid = grid.valid_extent()
+    return (centres[None, :, None] < rows_valid[tile_indices, None, None]) & (
+        centres[None, None, :] < cols_valid[tile_indices, None, None]
+    )
+
+
+def image_prompts(
+    grid,
+    embeddings,
+    feature_mean,
+    points_xy: np.ndarray,
+    labels: np.ndarray,
+    propagate_to_rest: bool = True,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    min_spacing: float = DEFAULT_MIN_SPACING,
+) -> tuple[dict[int, TilePrompt], set[int]]:
+    """The prompt set of every tile of an image for validated clicks: the clicked tiles get the
+    clicks (:func:`clicked_tile_prompts`), the others (with ``propagate_to_rest``) prompts by
+    similarity (:func:`propagate`). ``embeddings`` (T, C, g, g); ``feature_mean()`` returns the
+    (C,) mean feature μ (called only when propagating: the cache computes it once). Returns ``({tile: TilePrompt}, clicked tiles)``; tile prompts in tile pixels."""
+    prompts, own_negatives = clicked_tile_prompts(grid, points_xy, labels)
+    clicked = set(prompts)
+    if propagate_to_rest and len(clicked) < len(grid):
+        pos, neg = points_xy[labels == 1], points_xy[labels == 0]
+        protos = build_prototypes(
+            click_features(embeddings, grid, pos),
+            click_features(embeddings, grid, neg),
+            feature_mean(),
+        )
+        rest = np.array([t for t in range(len(grid)) if t not in clicked], np.int64)
+        prompts.update(
+            propagate(
+                embeddings,
+                rest,
+                protos,
+                valid_cells(grid, rest, embeddings.shape[-1]),
+                own_negatives=own_negatives,
+                min_similarity=min_similarity,
+                min_spacing=min_spacing,
+            )
+        )
+    return prompts, clicked

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sampo_engine._config import option
+from sampo_engine._config import DEVICES, option
 from sampo_engine.errors import ConfigError
-from sampo_engine.models.registry import MODEL_TYPES, SPECS
-
-TASKS = ("t1", "t2", "both")
-DEVICES = ("auto", "cuda", "mps", "cpu")
+from sampo_engine.models.registry import MODEL_TYPES, must_train_in_full
+from sampo_engine.tasks import TASK_MIXES as TASKS
 
 
 @dataclass
@@ -97,7 +95,7 @@ class TrainConfig:
     overwrite: bool = option(False, "replace an existing bundle in --out")
     eval_crops: int = option(24, "validation crops per task scored at the end of each epoch")
     name: str = option("", "adapter name shown in the plugin (default: the --out folder's name)")
-    # corrections (issue #10): the pathologist's edits as offline preference pairs
+    # the pathologist's corrections as offline preference pairs (docs/corrections.md)
     corrections: str = option(
         "",
         "folder of correction records saved by the plugin (index.json + <id>.npz): each adds a "
@@ -131,26 +129,65 @@ class TrainConfig:
             )
         if self.no_sup and (self.alpha == 0 or (self.no_inter and self.no_intra)):
             raise ConfigError("with --no-sup and no preference term there is nothing to train")
+        self._validate_objective()
+        self._validate_optimisation()
         if self.batch_size < 1 or self.epochs < 1:
             raise ConfigError("--batch-size and --epochs must be ≥ 1")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
         if self.threads < 0:
             raise ConfigError(f"--threads must be ≥ 0 (0 = auto), got {self.threads}")
-        if self.corrections_weight < 0:  # corrections (issue #10)
+        if self.corrections_weight < 0:
             raise ConfigError(f"--corrections-weight must be ≥ 0, got {self.corrections_weight}")
         if self.init_adapter and self.resume:
             raise ConfigError(
                 "--init-adapter starts a new run from an adapter, --resume continues the run in "
                 "--out: pick one"
             )
-        if self.model in SPECS and not SPECS[self.model].pretrained:
+        if must_train_in_full(self.model):
             if not self.full and not self.checkpoint and not self.init_adapter:
                 raise ConfigError(
                     f"{self.model} has no pretrained weights, so LoRA on its random weights "
                     "learns little: pass --full to train every weight (or --checkpoint BASE.pth "
                     "saved by a --full run)"
                 )
+
+    def _validate_objective(self) -> None:
+        """The loss weights: a negative β would flip every preference and β = 0 would silently
+        switch the preference term off, so both are refused with the switch that does it."""
+        if not self.beta > 0:
+            raise ConfigError(
+                f"--beta must be > 0 (the DPO temperature; 1–5 keeps L_pref the size of L_sup), "
+                f"got {self.beta}; to train without the preference term pass --alpha 0"
+            )
+        if not self.alpha >= 0:
+            raise ConfigError(
+                f"--alpha must be ≥ 0 (0 = no preference term, L_sup only), got {self.alpha}"
+            )
+        if not self.lam >= 0:
+            raise ConfigError(
+                f"--lam must be ≥ 0 (0 = no intra-prompt term, like --no-intra), got {self.lam}"
+            )
+        if not 0 <= self.tie_margin < 1:
+            raise ConfigError(
+                f"--tie-margin must be in [0, 1) (an IoU gap), got {self.tie_margin}; the "
+                "default is 0.02"
+            )
+        if self.num_prompt_sets < 1:
+            raise ConfigError(f"--num-prompt-sets must be ≥ 1, got {self.num_prompt_sets}")
+
+    def _validate_optimisation(self) -> None:
+        """The optimiser's numbers: each refused with the range that works."""
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be > 0 (the default is 3e-4), got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"--weight-decay must be ≥ 0, got {self.weight_decay}")
+        if not self.grad_clip >= 0:
+            raise ConfigError(f"--grad-clip must be ≥ 0 (0 = off), got {self.grad_clip}")
+        for name in ("warmup_steps", "max_steps", "eval_crops", "workers"):
+            if getattr(self, name) < 0:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be ≥ 0, got {getattr(self, name)}")
 
     @property
     def adapter_name(self) -> str:

@@ -259,11 +259,7 @@ def global_loss(lo, config):
 
     import torch.distributed as dist
 
-    from sampo_engine.losses import inter_pairs
-
-    n_inter = 0
-    if config.uses_preference and config.use_inter:
-        n_inter = int(inter_pairs(lo.ious, config.tie_margin).b.numel())
+    n_inter = lo.inter_usable
     n_intra = lo.pairs_usable - n_inter
     bad = 0.0 if bool(torch.isfinite(lo.loss.detach())) else 1.0
     stats = torch.tensor([n_inter, n_intra, bad], dtype=torch.float64, device=_context.device)
@@ -274,11 +270,7 @@ def global_loss(lo, config):
     world = _context.world
     w_inter = n_inter * world / all_inter if all_inter else 0.0
     w_intra = n_intra * world / all_intra if all_intra else 0.0
-    inter, intra = w_inter * lo.inter, w_intra * lo.intra
-    extra = (inter - lo.inter) + config.lam * (intra - lo.intra)
-    return dataclasses.replace(
-        lo, loss=lo.loss + config.alpha * extra, pref=lo.pref + extra, inter=inter, intra=intra
-    )
+    return lo.with_terms(w_inter * lo.inter, w_intra * lo.intra, config)
 
 
 class PolicyForward(nn.Module):

@@ -8,6 +8,7 @@ and writes a checkpoint and the bundle.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -23,9 +24,21 @@ from sampo_engine.data.crops import CropDataset, collate
 from sampo_engine.data.sample import NucleiDataset
 from sampo_engine.errors import ConfigError, DataError, SampoError
 from sampo_engine.losses import LossConfig
+from sampo_engine.models.bundle import (
+    BASE_WEIGHTS_FILE,
+    BundleInfo,
+    prepare_out_dir,
+    write_bundle_metadata,
+)
+from sampo_engine.models.lora import (
+    load_lora_weights,
+    load_trainable_state,
+    save_lora_weights,
+    trainable_state,
+)
 from sampo_engine.prompts import MiningConfig
+from sampo_engine.tasks import tasks_of
 from sampo_engine.train import distributed
-from sampo_engine.train.bundle import BundleInfo, prepare_out_dir, write_bundle_metadata
 from sampo_engine.train.config import TrainConfig
 from sampo_engine.train.step import forward_loss, step_metrics
 from sampo_engine.utils.atomic import atomic_path, write_text_atomic
@@ -109,13 +122,13 @@ class Trainer:
         self, config: TrainConfig, dataset: NucleiDataset | None = None, log=print, base_model=None
     ):
         config.validate()
-        self.config = config
         self.dist = distributed.context()  # distributed: rank/world (1 process outside torchrun)
         self.log = log if self.dist.is_main else _quiet  # distributed: rank 0 speaks
         self.dataset = dataset if dataset is not None else load_training_data(config)
         if config.task == "both" and not self.dataset.has_classes:
             self.log("the data has no classes: training T1 only")
-            config.task = "t1"
+            config = dataclasses.replace(config, task="t1")  # the caller's config stays as given
+        self.config = config
         self.device = self.dist.device if self.dist.enabled else resolve_device(config.device)
         # distributed: ^ cuda:LOCAL_RANK (nccl) or the CPU (gloo) under torchrun
         self.loss_config = LossConfig(
@@ -147,7 +160,7 @@ class Trainer:
         self.val_queries = self._make_val_queries()
         self.adapted, self.base_checkpoint, self.base_sha = self._build_model(base_model)
         self.adapted.to(self.device)
-        self.corrections = self._load_corrections()  # corrections (issue #10): None without
+        self.corrections = self._load_corrections()  # None without --corrections
         # every input is checked above: only now is --out touched, so a refused run leaves the
         # user's folder as it was (and needs no --overwrite when retried)
         # distributed: rank 0 prepares --out; its result or error reaches every rank
@@ -169,7 +182,7 @@ class Trainer:
         self.policy = distributed.wrap_policy(self.adapted, self.loss_config)
 
     def _load_corrections(self):
-        """corrections (issue #10): the records of ``config.corrections`` as a dataset, or None."""
+        """The correction records of ``config.corrections`` as a dataset, or None."""
         cfg = self.config
         if not cfg.corrections:
             return None
@@ -178,8 +191,8 @@ class Trainer:
                 "--corrections is not supported under torchrun; train with corrections in one "
                 "process (they are few and small)"
             )
-        from sampo_engine.corrections import open_corrections
-        from sampo_engine.train.corrections_loss import CorrectionsDataset
+        from sampo_engine.corrections.pairs import CorrectionsDataset
+        from sampo_engine.corrections.store import open_corrections
 
         records = open_corrections(cfg.corrections)
         data = CorrectionsDataset(records, cfg.image_size, cfg.seed)
@@ -200,13 +213,12 @@ class Trainer:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / span)))
 
     def _make_val_queries(self):
-        from sampo_engine.eval.queries import make_queries
+        from sampo_engine.scoring.queries import make_queries
 
         if not self.val_indices:
             return []
         queries = []
-        tasks = ["t1", "t2"] if self.config.task == "both" else [self.config.task]
-        for task in tasks:
+        for task in tasks_of(self.config.task):
             queries += make_queries(
                 self.dataset,
                 self.val_indices,
@@ -241,18 +253,11 @@ class Trainer:
         return adapted, ckpt, checkpoint_sha256(ckpt)
 
     # ----------------------------------------------------------------- state
-    def _trainable_state(self) -> dict:
-        if self.adapted.mode == "lora":
-            from sampo_engine.models.lora import lora_state_dict
-
-            return lora_state_dict(self.adapted)
-        return {k: v.detach().cpu() for k, v in self.adapted.sam.state_dict().items()}
-
     def _save_checkpoint(self, epoch: int) -> None:
         state = {
             "epoch": epoch,
             "global_step": self.global_step,
-            "model": self._trainable_state(),
+            "model": trainable_state(self.adapted),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -266,12 +271,7 @@ class Trainer:
         state = distributed.on_main(
             torch.load, self.out / "checkpoint.pt", map_location="cpu", weights_only=False
         )
-        if self.adapted.mode == "lora":
-            from sampo_engine.models.lora import load_lora_state_dict
-
-            load_lora_state_dict(self.adapted, state["model"])
-        else:
-            self.adapted.sam.load_state_dict(state["model"])
+        load_trainable_state(self.adapted, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -293,18 +293,11 @@ class Trainer:
         """Write the weights and the metadata (last) into the output folder."""
         cfg = self.config
         if self.adapted.mode == "lora":
-            from safetensors.torch import save_file
-
-            with atomic_path(self.out / "adapter_model.safetensors") as tmp:
-                save_file(self._trainable_state(), str(tmp), metadata={"format": "pt"})
-            peft_config = self.adapted.peft_model.peft_config["default"].to_dict()
-            write_text_atomic(
-                self.out / "adapter_config.json", json.dumps(peft_config, indent=2, default=str)
-            )
+            save_lora_weights(self.adapted, self.out)
         else:
             from sampo_engine.models.build import save_base_checkpoint
 
-            save_base_checkpoint(self.adapted.sam, self.out / "base.pth")
+            save_base_checkpoint(self.adapted.sam, self.out / BASE_WEIGHTS_FILE)
         final = dict(self.epoch_history[-1]) if self.epoch_history else {}
         info = BundleInfo(
             path=self.out,
@@ -329,7 +322,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def validate(self) -> dict:
-        from sampo_engine.eval.queries import score_queries, summarize
+        from sampo_engine.scoring.queries import score_queries, summarize
 
         if not self.val_queries:
             return {}
@@ -426,7 +419,7 @@ class Trainer:
             result.loss = distributed.global_loss(result.loss, self.loss_config)
             loss = result.loss.loss
             corr_metrics = {}
-            if self.corrections is not None:  # corrections (issue #10): offline pairs
+            if self.corrections is not None:  # the pathologist's offline pairs
                 loss, corr_metrics = self._corrections_loss(loss)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -452,7 +445,7 @@ class Trainer:
         return metrics
 
     def _corrections_loss(self, loss):
-        """corrections (issue #10): add w·L_corr of one corrections batch to ``loss``."""
+        """Add w·L_corr of one corrections batch to ``loss``."""
         from sampo_engine.train.corrections_loss import corrections_term
 
         cfg = self.config
@@ -497,7 +490,7 @@ def _init_bundle(cfg: TrainConfig) -> BundleInfo | None:
     """init_adapter: the bundle a run continues from, checked against the run's model and size."""
     if not cfg.init_adapter:
         return None
-    from sampo_engine.train.bundle import check_compatible, read_bundle
+    from sampo_engine.models.bundle import check_compatible, read_bundle
 
     info = read_bundle(cfg.init_adapter)
     check_compatible(info, cfg.model, cfg.image_size)
@@ -535,17 +528,13 @@ def _init_checkpoint(info: BundleInfo, cfg: TrainConfig) -> str | None:
 def _load_init_adapter(adapted, info: BundleInfo, cfg: TrainConfig, base_sha, log) -> None:
     """init_adapter: put a LoRA bundle's weights into the fresh LoRA layers (the DPO reference
     stays the base model, as in the run that made the adapter: the same objective, continued)."""
-    from sampo_engine.train.bundle import check_compatible
+    from sampo_engine.models.bundle import check_compatible
 
     if info.kind == "full":
         log(f"starting from the weights of {info.name} ({info.path})")
         return
-    from safetensors.torch import load_file
-
-    from sampo_engine.models.lora import load_lora_state_dict
-
     check_compatible(info, cfg.model, cfg.image_size, base_sha)
-    load_lora_state_dict(adapted, load_file(str(info.weights_file)))
+    load_lora_weights(adapted, info.weights_file)
     log(f"LoRA weights initialised from {info.name} ({info.path})")
 
 

@@ -22,16 +22,20 @@ TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".svs", ".btf", ".tf8
 FLOAT_PERCENTILES = (0.5, 99.5)
 
 
-def to_rgb_uint8(array) -> np.ndarray:
+def to_rgb_uint8(array, rgb: bool | None = None, contrast_limits=None) -> np.ndarray:
     """Convert an image array to (H, W, 3) uint8 RGB.
 
-    Accepted shapes (rows, cols = H, W):
+    Accepted shapes (rows, cols = H, W), with ``rgb=None`` (the default: guessed from the shape):
       * (H, W) gray and (H, W, 1) gray: replicated to 3 channels;
       * (H, W, 2) gray + alpha and (H, W, 4) RGBA: alpha is dropped (not composited);
       * (H, W, 3) RGB;
       * channel-first (C, H, W) with C in 1..4 when the last axis is not itself 1..4
         (TIFF planar storage, torch tensors);
       * any of the above with extra leading singleton axes, e.g. (1, H, W, 3).
+
+    ``rgb`` True / False says the layout instead of guessing it (napari's ``Image.rgb``): True =
+    (H, W, 3|4), the last axis holds the colour (alpha dropped); False = one gray (H, W) plane.
+    Leading singleton axes are dropped either way.
 
     Value rule (applied to all channels together, so colours keep their balance):
       * uint8: unchanged; bool: False -> 0, True -> 255;
@@ -43,17 +47,24 @@ def to_rgb_uint8(array) -> np.ndarray:
         rounded unchanged; any other float range: linearly stretched between its 0.5th and
         99.5th percentiles (:data:`FLOAT_PERCENTILES`). NaN and inf count as 0.
 
+    ``contrast_limits`` replaces that rule (except for uint8 and bool, kept as above) by a
+    viewer's display mapping, what a napari layer shows: ``(lo, hi)`` maps ``lo`` -> 0 and
+    ``hi`` -> 255 linearly, clipped (all 0 when ``hi <= lo``); ``"auto"`` uses the data's own
+    range: (0, 1) for floats whose maximum is ≤ 1, else (min, max).
+
     Raises:
         DataError: the shape is not an image (e.g. a 3-D stack with many channels).
     """
     arr = np.asarray(array)
-    while arr.ndim > 3 and arr.shape[0] == 1:
+    keep = 3 if rgb is None else (3 if rgb else 2)
+    while arr.ndim > keep and arr.shape[0] == 1:
         arr = arr[0]
-    if arr.ndim == 2:
+    if arr.ndim == 2 and not rgb:
         arr = arr[..., None]
-    elif arr.ndim == 3 and arr.shape[-1] > 4 and 1 <= arr.shape[0] <= 4:
+    elif rgb is None and arr.ndim == 3 and arr.shape[-1] > 4 and 1 <= arr.shape[0] <= 4:
         arr = np.moveaxis(arr, 0, -1)
-    if arr.ndim != 3 or not 1 <= arr.shape[-1] <= 4 or min(arr.shape[:2]) < 1:
+    allowed = (1, 2, 3, 4) if rgb is None else ((3, 4) if rgb else (1,))
+    if arr.ndim != 3 or arr.shape[-1] not in allowed or min(arr.shape[:2]) < 1:
         raise DataError(
             f"Cannot use an array of shape {tuple(np.shape(array))} as an image: expected "
             "(H, W) gray, (H, W, 3) RGB, (H, W, 4) RGBA or channel-first (3, H, W). "
@@ -64,7 +75,10 @@ def to_rgb_uint8(array) -> np.ndarray:
         arr = arr[..., :1]
     elif channels == 4:  # RGBA
         arr = arr[..., :3]
-    values = _values_to_uint8(arr)
+    if contrast_limits is None:
+        values = _values_to_uint8(arr)
+    else:
+        values = _display_to_uint8(arr, contrast_limits)
     if values.shape[-1] == 1:
         values = np.repeat(values, 3, axis=-1)
     return np.ascontiguousarray(values)
@@ -97,6 +111,26 @@ def _values_to_uint8(arr: np.ndarray) -> np.ndarray:
         f"Cannot use an image of dtype {arr.dtype}: expected integer, float or bool pixels. "
         "Save the image as 8-bit or 16-bit RGB and try again."
     )
+
+
+def _display_to_uint8(arr: np.ndarray, contrast_limits) -> np.ndarray:
+    """Map values to uint8 by a display range (``contrast_limits`` of :func:`to_rgb_uint8`)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * np.uint8(255)
+    values = arr.astype(np.float32)
+    if isinstance(contrast_limits, str):
+        if contrast_limits != "auto":
+            raise ValueError(f"contrast_limits must be (lo, hi) or 'auto', not {contrast_limits!r}")
+        if np.issubdtype(arr.dtype, np.floating) and values.size and values.max() <= 1.0:
+            lo, hi = 0.0, 1.0
+        else:
+            lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    else:
+        lo, hi = (float(c) for c in contrast_limits)
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return np.clip((values - lo) * scale, 0, 255).round().astype(np.uint8)
 
 
 def _check_file(path: str | os.PathLike) -> Path:

@@ -1,6 +1,6 @@
 """How many CPU threads torch uses, chosen so that a busy machine does not make a job crawl.
 
-Why (issue #19). torch runs its CPU kernels on an OpenMP team of one thread per physical core.
+Why. torch runs its CPU kernels on an OpenMP team of one thread per physical core.
 Every operator is a parallel region that ends at a barrier, and a thread that reaches the barrier
 first *spins* there (libgomp spins ~300,000 times before it sleeps). On a quiet machine that is
 what makes small regions cheap. On a machine where other processes want the same cores it is a

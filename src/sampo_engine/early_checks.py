@@ -1,4 +1,4 @@
-"""Path checks every command runs before it imports torch or peft (issue #19).
+"""Path checks every command runs before it imports torch or peft (docs/performance.md).
 
 Importing torch takes seconds (4 s on a quiet 2-core machine, 10–20 s on a busy one), so a
 mistyped ``--data`` or ``--adapter`` used to be refused only after that wait. These checks look
@@ -44,7 +44,7 @@ def dataset_folders(spec: str, flag: str = "--data") -> None:
 
 def adapter_bundle(path: str | os.PathLike, flag: str = "--adapter") -> None:
     """An adapter bundle folder exists and holds its metadata file (``sampo_bundle.json``)."""
-    from sampo_engine.train.bundle import BUNDLE_FILE
+    from sampo_engine.models.bundle import BUNDLE_FILE
 
     path = Path(path)
     if not path.exists():
@@ -97,10 +97,10 @@ def corrections_folder(path: str | os.PathLike) -> None:
 
 
 def run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> None:
-    """``--out`` can take a training run (:func:`~sampo_engine.train.bundle.check_out_dir`: the
+    """``--out`` can take a training run (:func:`~sampo_engine.models.bundle.check_out_dir`: the
     same refusals as the run itself, without touching the folder; that module imports no
     torch)."""
-    from sampo_engine.train.bundle import check_out_dir
+    from sampo_engine.models.bundle import check_out_dir
 
     check_out_dir(out, resume, overwrite)
 

@@ -30,6 +30,9 @@ from sampo_engine.utils.atomic import write_json_atomic
 
 BUNDLE_FILE = "sampo_bundle.json"
 RUN_MARKER = "sampo_run.json"
+LORA_WEIGHTS_FILE = "adapter_model.safetensors"  # peft's names, so peft can read them too
+LORA_CONFIG_FILE = "adapter_config.json"
+BASE_WEIGHTS_FILE = "base.pth"
 FORMAT_VERSION = 1
 
 
@@ -73,7 +76,7 @@ class BundleInfo:
 
     @property
     def weights_file(self) -> Path:
-        return self.path / ("base.pth" if self.kind == "full" else "adapter_model.safetensors")
+        return self.path / (BASE_WEIGHTS_FILE if self.kind == "full" else LORA_WEIGHTS_FILE)
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
@@ -182,9 +185,9 @@ def prepare_out_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> Pa
         for name in (
             BUNDLE_FILE,
             RUN_MARKER,
-            "adapter_model.safetensors",
-            "adapter_config.json",
-            "base.pth",
+            LORA_WEIGHTS_FILE,
+            LORA_CONFIG_FILE,
+            BASE_WEIGHTS_FILE,
             "checkpoint.pt",
             "metrics.jsonl",
             "epochs.jsonl",

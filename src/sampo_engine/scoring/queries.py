@@ -27,6 +27,7 @@ from sampo_engine.prompts import (
     sample_eval_prompts,
     target_mask,
 )
+from sampo_engine.scoring.metrics import overlap_counts
 
 
 @dataclass
@@ -133,13 +134,10 @@ class QueryScore:
 
 
 def dice_iou(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
-    """Binary Dice and IoU; both empty counts as a perfect 1.0 (see docs/evaluation.md)."""
-    inter = float(np.logical_and(pred, target).sum())
-    total = float(pred.sum() + target.sum())
-    union = total - inter
-    if union == 0:
-        return 1.0, 1.0
-    return 2 * inter / total, inter / union
+    """Binary Dice and IoU of two same-shape masks (:class:`~sampo_engine.scoring.metrics.
+    OverlapCounts`); both empty counts as a perfect 1.0 (see docs/evaluation.md)."""
+    counts = overlap_counts(pred, target)
+    return counts.dice, counts.iou
 
 
 def _array_key(array: np.ndarray) -> tuple:

@@ -1,4 +1,4 @@
-"""The pathologist's corrections: human preference pairs kept on disk for DPO (issue #10).
+"""The pathologist's corrections: human preference pairs kept on disk for DPO (docs/corrections.md).
 
 When a user edits a result layer of "Segment nuclei (SAMPO)" (paints, erases, merges, splits,
 deletes nuclei), the plugin stores one :class:`CorrectionRecord` per correction session: the image
