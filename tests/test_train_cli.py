@@ -257,4 +257,3 @@ def test_the_trainer_leaves_its_callers_config_as_given(tmp_path):
     trainer = Trainer(config, log=said.append)
     assert config.task == "both" and trainer.config.task == "t1"
     assert "the data has no classes: training T1 only" in said
-

@@ -21,6 +21,7 @@ import numpy as np
 
 from sampo_engine.errors import Cancelled
 from sampo_engine.eval.plan import EvalPlan
+from sampo_engine.scoring.metrics import OverlapCounts
 
 
 def score_method(
@@ -109,12 +110,10 @@ def trivial_all_nuclei(plan: EvalPlan, instances: bool) -> dict[int, dict]:
 
 
 def dice_iou_of_counts(counts: tuple[int, int, int]) -> tuple[float, float]:
-    """(Dice, IoU) of (|P∩T|, |P|, |T|); both empty → 1.0 (scoring.metrics' convention)."""
-    inter, p, t = counts
-    total = p + t
-    if total == 0:
-        return 1.0, 1.0
-    return 2 * inter / total, inter / (total - inter)
+    """(Dice, IoU) of (|P∩T|, |P|, |T|) by :class:`~sampo_engine.scoring.metrics.OverlapCounts`
+    (both empty → 1.0)."""
+    overlap = OverlapCounts(*counts)
+    return overlap.dice, overlap.iou
 
 
 def _overlap(pred: np.ndarray, target: np.ndarray) -> tuple[int, int, int]:

@@ -13,6 +13,7 @@ import numpy as np
 from sampo_engine.experiments.real_data.report import fmt_spread, verdict
 from sampo_engine.experiments.real_data.results import PRETTY
 from sampo_engine.utils.atomic import write_text_atomic
+from sampo_engine.utils.tables import markdown_table
 
 #: (column title, how to read it from a method's entry) for one held-out dataset
 COLUMNS = (
@@ -48,11 +49,7 @@ def _entries(metrics: dict) -> dict[str, dict]:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(r) + " |" for r in rows),
-    ]
+    return markdown_table(header, rows).rstrip("\n").split("\n")
 
 
 def _scores_section(evals, args, labels) -> tuple[list[str], list[str]]:

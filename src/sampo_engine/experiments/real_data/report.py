@@ -193,7 +193,9 @@ def report(out: Path, args) -> None:
                     "–"
                     if trivial or cmetrics is None
                     else fmt_spread(values(cmetrics, name, variant, "t2", "dice")),
-                    "–" if trivial else fmt_spread(values(metrics, name, variant, "t2", "oracle_dice")),
+                    "–"
+                    if trivial
+                    else fmt_spread(values(metrics, name, variant, "t2", "oracle_dice")),
                     fmt_spread(values(metrics, name, variant, "t2", "iou")),
                     fmt_spread(values(metrics, name, variant, "t2", "pq", "instances")),
                     fmt_spread(values(metrics, name, variant, "t2", "f1", "instances")),
@@ -267,7 +269,9 @@ def report(out: Path, args) -> None:
         cells = []
         for ds, (metrics, _) in evals.items():
             for t in dataset_tasks(info, ds):
-                cells.append(fmt_spread(values(metrics, name, variant, t, "mean_std_dice", "robustness")))
+                cells.append(
+                    fmt_spread(values(metrics, name, variant, t, "mean_std_dice", "robustness"))
+                )
         L.append(f"| {label(name, variant)} | " + " | ".join(cells) + " |")
     L.append("")
     grid_ds = next(iter(t2_ds), next(iter(evals)))
