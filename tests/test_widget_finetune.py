@@ -408,3 +408,18 @@ def test_engine_messages_name_the_docks_controls():
         "'LoRA rank' under 'More options' must be ≥ 1"
     )
     assert gui_text("use --unknown-flag") == "use --unknown-flag"  # no control: left as it is
+
+
+def test_the_beta_box_cannot_reach_zero_and_the_engine_says_why(make_napari_viewer):
+    """β = 0 would switch the preference term off without a word: the form stops above it (its
+    minimum comes from the config field), and the config refuses it with the remedy."""
+    from sampo_engine.errors import ConfigError
+    from sampo_engine.train.config import TrainConfig
+
+    widget = _dock(make_napari_viewer(), WIDGET)
+    beta = widget.fields["beta"]
+    assert 0 < beta.minimum() <= 0.01 and beta.value() == 2.0
+    beta.setValue(0.0)
+    assert beta.value() == beta.minimum() > 0
+    with pytest.raises(ConfigError, match="pass --alpha 0"):
+        TrainConfig(data="d", out="o", beta=0.0).validate()

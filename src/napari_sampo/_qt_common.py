@@ -218,12 +218,12 @@ def config_field_widget(cls, name: str, parent: QWidget | None = None) -> QWidge
         widget.setChecked(bool(default))
     elif hint is int:
         widget = QSpinBox(parent)
-        widget.setRange(0, 1_000_000)
+        widget.setRange(int(field.metadata.get("minimum") or 0), 1_000_000)
         widget.setValue(int(default or 0))
     elif hint is float:
         widget = QDoubleSpinBox(parent)
         widget.setDecimals(4 if abs(float(default or 0)) < 0.01 else 3)
-        widget.setRange(0.0, 1_000.0)
+        widget.setRange(float(field.metadata.get("minimum") or 0.0), 1_000.0)
         widget.setSingleStep(0.1 if abs(float(default or 0)) >= 0.1 else 1e-4)
         widget.setValue(float(default or 0))
     else:

@@ -18,9 +18,12 @@ from sampo_engine.errors import ConfigError  # noqa: F401  (re-exported)
 DEVICES = ("auto", "cuda", "mps", "cpu")
 
 
-def option(default: Any, help: str, *, flag: str | None = None, choices=None, **kw) -> Any:
-    """A dataclass field with help text (and optional CLI flag / choices)."""
-    metadata = {"help": help, "flag": flag, "choices": choices}
+def option(
+    default: Any, help: str, *, flag: str | None = None, choices=None, minimum=None, **kw
+) -> Any:
+    """A dataclass field with help text (and optional CLI flag / choices). ``minimum``: the
+    smallest value a form offers (the config's ``validate`` still says why less is refused)."""
+    metadata = {"help": help, "flag": flag, "choices": choices, "minimum": minimum}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(
             default_factory=lambda: type(default)(default), metadata=metadata, **kw

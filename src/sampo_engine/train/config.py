@@ -57,7 +57,9 @@ class TrainConfig:
     # objective
     alpha: float = option(1.0, "weight α of the preference loss in L = L_sup + α·L_pref (Table 3)")
     beta: float = option(
-        2.0, "DPO temperature β (per-pixel-mean likelihoods: 1–5 keeps it the size of L_sup)"
+        2.0,
+        "DPO temperature β (per-pixel-mean likelihoods: 1–5 keeps it the size of L_sup); > 0",
+        minimum=0.01,
     )
     lam: float = option(1.0, "weight λ of L_intra in L_pref = L_inter + λ·L_intra")
     tie_margin: float = option(
@@ -79,7 +81,7 @@ class TrainConfig:
     epochs: int = option(10, "passes over the training crops")
     max_steps: int = option(0, "stop after this many optimiser steps (0 = no limit)")
     batch_size: int = option(2, "images per step (per process under torchrun)")
-    lr: float = option(3e-4, "AdamW learning rate")
+    lr: float = option(3e-4, "AdamW learning rate", minimum=1e-4)
     weight_decay: float = option(0.01, "AdamW weight decay")
     warmup_steps: int = option(0, "linear learning-rate warm-up steps (then cosine decay)")
     grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)")
