@@ -9,7 +9,7 @@ import is still a dependency). Layers, bottom to top (docs/architecture.md):
     3  scoring, early_checks (path and option checks before heavy imports)
     4  predict
     5  train | eval          (siblings: neither imports the other)
-    6  experiments, demo
+    6  experiments, demo, real_tile
     7  commands, cli, __main__
 """
 
@@ -42,6 +42,7 @@ LAYERS = {
     "eval": 5,
     "experiments": 6,
     "demo": 6,
+    "real_tile": 6,
     "commands": 7,
     "cli": 7,
     "__main__": 7,

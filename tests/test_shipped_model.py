@@ -90,7 +90,7 @@ def test_main_job_starts_with_the_real_tile(offline, tmp_path):
     clicks each, the exports and an overlay, and numbers against the experts' dots."""
     import tifffile
 
-    from sampo_engine.demo import segment_real_tile
+    from sampo_engine.real_tile import finetune_on_real_tile, segment_real_tile
 
     numbers = segment_real_tile(tmp_path, "cpu")
     assert numbers["model"] == NAME
@@ -105,3 +105,14 @@ def test_main_job_starts_with_the_real_tile(offline, tmp_path):
     props = geo["features"][0]["properties"]
     assert props["classification"]["name"] == "lymphocyte"
     assert 0.5 <= props["measurements"]["probability"] <= 1
+
+    # then a short SAMPO fine-tune on the left half (nuclei classed by the dots), T2 before/after
+    tuned = finetune_on_real_tile(tmp_path, numbers["t1_labels"], "cpu", steps=2)
+    assert tuned["pseudo_nuclei"] > 50 and tuned["lymphocyte_dots"] > 50
+    for key in ("precision_before", "precision_after", "coverage_before", "coverage_after"):
+        assert 0 <= tuned[key] <= 1, key
+    bundle = json.loads((folder / "adapter" / "sampo_bundle.json").read_text())
+    assert bundle["complete"] and bundle["kind"] == "lora" and bundle["task"] == "t2"
+    meta = json.loads((folder / "train_left_half" / "meta.json").read_text())
+    assert meta["images"][0]["width"] == 493
+
