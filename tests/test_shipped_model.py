@@ -115,4 +115,3 @@ def test_main_job_starts_with_the_real_tile(offline, tmp_path):
     assert bundle["complete"] and bundle["kind"] == "lora" and bundle["task"] == "t2"
     meta = json.loads((folder / "train_left_half" / "meta.json").read_text())
     assert meta["images"][0]["width"] == 493
-
