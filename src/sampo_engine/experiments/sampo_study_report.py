@@ -147,6 +147,15 @@ def _verdict(diffs: np.ndarray, spread: float, lower_is_better: bool, unit: str)
     return f"{word} by {abs(mean):.1f} {unit} (every seed; seed spread {spread:.1f})"
 
 
+def _margin(values) -> str:
+    """Mean ± std of reward margins (β·Δℓ, small numbers: three decimals)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return "–"
+    return f"{v.mean():.3f}" if v.size == 1 else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+
+
 def _preference_section(found: dict, args, labels) -> list[str]:
     header = ["model", "task", "inter: usable", "reward acc", "margin", "rank acc"]
     header += ["intra: usable", "reward acc", "margin", "rank acc"]
@@ -164,9 +173,8 @@ def _preference_section(found: dict, args, labels) -> list[str]:
             row = [title, task.upper()]
             for kind in ("inter", "intra"):
                 for key in ("usable", "reward_acc", "margin", "rank_acc"):
-                    scale = 1.0 if key == "margin" else 100.0
                     values = [p[task][kind][key] for p in present if task in p]
-                    row.append(fmt_spread(values, scale=scale))
+                    row.append(_margin(values) if key == "margin" else fmt_spread(values))
             rows.append(row)
     return _table(header, rows)
 
