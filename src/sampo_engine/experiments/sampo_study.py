@@ -40,6 +40,25 @@ from sampo_engine.experiments.real_data.stages import in_parallel, record_time, 
 DATASETS = ("consep_train", "pannuke_breast_2class")
 FRACTIONS = (1.0, 0.1)
 
+#: SAMPO with one of the numbers the paper leaves open changed (β = 2, λ = 1, K = 4 otherwise)
+SWEEP = {
+    "beta0.5": ["--beta", "0.5"],
+    "beta8": ["--beta", "8"],
+    "lam0.25": ["--lam", "0.25"],
+    "lam4": ["--lam", "4"],
+    "k2": ["--num-prompt-sets", "2"],
+    "k8": ["--num-prompt-sets", "8"],
+}
+OBJECTIVES = {**VARIANTS, **SWEEP}
+SWEEP_LABELS = {
+    "beta0.5": "SAMPO, β = 0.5",
+    "beta8": "SAMPO, β = 8",
+    "lam0.25": "SAMPO, λ = 0.25",
+    "lam4": "SAMPO, λ = 4",
+    "k2": "SAMPO, K = 2 prompt sets",
+    "k8": "SAMPO, K = 8 prompt sets",
+}
+
 
 @dataclass(frozen=True)
 class Run:
@@ -70,7 +89,7 @@ def train_command(run_: Run, args) -> list[str]:
         "--lora-rank", str(args.rank), "--epochs", "100", "--max-steps", str(args.steps),
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--warmup-steps", "10",
         "--val-fraction", "0", "--seed", str(run_.seed), "--device", args.device,
-        "--name", run_.name, *VARIANTS[run_.variant],
+        "--name", run_.name, *OBJECTIVES[run_.variant],
     ]  # fmt: skip
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
@@ -118,8 +137,10 @@ def stage_eval(args) -> None:
             "--overwrite", "--model", args.model, "--task", "both", "--slot-rule", "auto",
             "--seed", "0", "--device", args.device, "--sensitivity-queries", "0",
             "--robustness-repeats", "5", "--robustness-queries", str(args.robustness_queries),
-            "--whole-images", "--t2-modes", "decoder", "--workers", "1",
+            "--workers", "1",
         ]  # fmt: skip
+        if args.whole_images:
+            cmd += ["--whole-images", "--t2-modes", "decoder"]
         if args.checkpoint:
             cmd += ["--checkpoint", args.checkpoint]
         for a in ready:
@@ -182,16 +203,29 @@ def build_parser(repo: Path) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default="", help="base weights (default: the model's)")
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(OBJECTIVES),
+        help="objectives: the four of the study, or SAMPO with β, λ or K changed (the sweep)",
+    )
     parser.add_argument("--steps", type=int, default=120, help="optimiser steps per adapter")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--robustness-queries", type=int, default=60)
+    parser.add_argument(
+        "--whole-images",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score whole images (per-class nucleus F1 of the decoder's T2)",
+    )
     parser.add_argument("--probe-crops", type=int, default=48, help="held-out crops per task")
     parser.add_argument("--probe-threads", type=int, default=1)
     parser.add_argument("--docs", default=str(repo / "docs"))
+    parser.add_argument("--page", default="sampo_study.md", help="file name of the page in --docs")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once (1 thread each)")
     return parser
 
@@ -213,4 +247,4 @@ def main(argv=None, repo: Path | None = None) -> None:
     if "report" in todo:
         from sampo_engine.experiments.sampo_study_report import report
 
-        report(args, labels=LABELS)
+        report(args, labels={**LABELS, **SWEEP_LABELS})

@@ -240,10 +240,11 @@ def report(args, labels: dict[str, str]) -> Path:
         f"(`{out}/timings.json` has each command).",
         "",
     ]
-    discussion = Path(args.docs) / "sampo_study_discussion.md"
+    page = getattr(args, "page", "sampo_study.md")
+    discussion = Path(args.docs) / page.replace(".md", "_discussion.md")
     if discussion.exists():
         text += [discussion.read_text(encoding="utf-8").rstrip(), ""]
-    dst = Path(args.docs) / "sampo_study.md"
+    dst = Path(args.docs) / page
     write_text_atomic(dst, "\n".join(text))
     print(f"wrote {dst}")
     return dst
