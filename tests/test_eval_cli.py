@@ -307,6 +307,8 @@ def test_whole_images_are_segmented_with_the_tiled_predictor(setup, tmp_path):
     )
     for per in whole["t2:exemplar"]["per_class"].values():
         assert per["n"] >= 1 and 0 <= per["class_f1"] <= 1
+    for block in whole.values():  # refused queries are counted, never more than were asked
+        assert 0 <= block["refused"] <= block["n"]
     # the classical floor is scored whole too: its own T2 rule and the exemplar classifier
     floor = next(e for e in m["methods"] if e["kind"] == "classical")["whole_image"]
     assert set(floor) == {"t1", "t2", "t2:decoder", "t2:exemplar"}
@@ -324,6 +326,34 @@ def test_whole_images_are_segmented_with_the_tiled_predictor(setup, tmp_path):
     box = max(boxes, key=lambda bx: len(np.unique(sample.inst[bx[0] : bx[1], bx[2] : bx[3]])))
     xs, ys = a[0][:, 0], a[0][:, 1]
     assert ((xs >= box[2]) & (xs < box[3]) & (ys >= box[0]) & (ys < box[1])).all()
+
+
+def test_a_query_the_method_refuses_is_an_empty_answer_counted_as_refused(monkeypatch):
+    """A predictor that cannot answer some clicks (e.g. its nuclei merged into one blob that
+    every click names) does not stop the evaluation: that query scores as an empty answer."""
+    import numpy as np
+
+    from sampo_engine.data.synthetic import make_synthetic_dataset
+    from sampo_engine.errors import DataError
+    from sampo_engine.eval import whole
+    from sampo_engine.eval.classical import ClassicalTilePredictor
+
+    class Refusing(ClassicalTilePredictor):
+        def predict(self, points_xy, labels, task=None, **kw):
+            if task == "t2":
+                raise DataError("none of the clicks names a nucleus: every clicked nucleus ...")
+            return super().predict(points_xy, labels, task=task, **kw)
+
+    dataset = make_synthetic_dataset(1, 224, seed=3)
+    monkeypatch.setattr(whole, "_whole_image_predictor", lambda model, dev, rule: Refusing())
+    rows = whole.score_whole_images(None, dataset, [0], "both", t2_modes=("decoder",))
+    t1 = [r for r in rows if r["task"] == "t1"]
+    t2 = [r for r in rows if r["task"] == "t2"]
+    assert t1 and t2 and all(r["refused"] is None for r in t1)
+    assert all("names a nucleus" in r["refused"] and r["dice"] == 0 and r["pq"] == 0 for r in t2)
+    summary = whole.summarize_whole(rows)
+    assert summary["t1"]["refused"] == 0 and summary["t2"]["refused"] == len(t2)
+    assert np.isfinite(summary["t1"]["dice"]) and summary["t1"]["dice"] > 0
 
 
 def test_slot_rule_is_applied_and_reported(setup, tmp_path):

@@ -154,6 +154,20 @@ def test_classifier_separates_two_kinds_from_three_plus_three_examples():
     scores = classify_nuclei(D(), only, [0, 0, 0], 2)
     assert (scores.classes == truth).mean() > 0.9
     assert any("only one kind" in m for m in scores.messages)
+
+    # every nucleus found was clicked, all as one kind (e.g. a tile segmented into one blob):
+    # each is answered as that kind, with a message, for every classifier
+    class Three(D):
+        def __len__(self):
+            return 3
+
+        def select(self, groups):
+            return feats[:3]
+
+    for method in ("logreg", "spreading", "nearest"):
+        scores = classify_nuclei(Three(), only, [0, 0, 0], 2, method=method)
+        assert (scores.classes == 0).all() and (scores.probabilities[:, 0] == 1).all()
+        assert any("every nucleus found was clicked" in m for m in scores.messages)
     # a nucleus clicked both ways is left out, with a message
     both = type("S", (), {"rows": np.array([0, 0, 60]), "messages": []})()
     scores = classify_nuclei(D(), both, [0, 1, 1], 2)

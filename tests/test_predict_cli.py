@@ -37,9 +37,11 @@ def _points(tmp_path, text: str, name: str = "points.csv"):
 
 
 def _run(image, points, out, *extra) -> int:
+    # --threshold 0.5: the untrained tiny model's probabilities hover near 0.45, so at the
+    # shipped threshold (0.4, docs/instances.md) the whole tile would be one nucleus
     return main(
         ["predict", str(image), "--points", str(points), "--out", str(out), "--model", "tiny",
-         "--device", "cpu", "--quiet", "--similarity", "-1", *extra]
+         "--device", "cpu", "--quiet", "--similarity", "-1", "--threshold", "0.5", *extra]
     )  # fmt: skip
 
 

@@ -40,6 +40,9 @@ def tiny():
 
 def _config(**kw) -> PredictConfig:
     kw.setdefault("device", "cpu")
+    # the untrained tiny model's probabilities hover near 0.45: at the shipped threshold (0.4,
+    # docs/instances.md) the whole image would be one nucleus, so these tests cut at 0.5
+    kw.setdefault("threshold", 0.5)
     kw.setdefault("overlap", OVERLAP)
     return PredictConfig(**kw)
 
@@ -181,10 +184,11 @@ def test_clicks_in_one_tile_give_labels_over_the_whole_image(tiny):
         for c in (100, 300, 500):
             assert pred.prob[r - 20 : r + 20, c - 20 : c + 20].max() > 0
     ids = np.unique(pred.labels)
-    assert pred.num_nuclei == len(ids) - 1 and np.array_equal(ids, np.arange(pred.num_nuclei + 1))
+    ids = ids[ids > 0]  # (an untrained model may leave no background at all)
+    assert pred.num_nuclei == len(ids) and np.array_equal(ids, np.arange(1, pred.num_nuclei + 1))
     if pred.num_nuclei:
         assert np.bincount(pred.labels.ravel())[1:].min() >= predictor.config.min_size
-    assert np.array_equal(pred.mask, pred.prob > 0.5)
+    assert np.array_equal(pred.mask, pred.prob > predictor.config.threshold)
     assert seen[-1][0] == seen[-1][1] and pred.task == "t1" and pred.class_name is None
 
 
@@ -368,3 +372,83 @@ def test_the_task_is_part_of_the_config_and_validated():
     assert PREDICT_TASKS == ("t1", "t2", "classes") and PredictConfig().task == "t1"
     with pytest.raises(ConfigError, match="--task must be one of t1, t2, classes, not 'all'"):
         PredictConfig(task="all").validate()
+
+
+def test_the_instance_split_follows_the_config_and_refuses_impossible_settings(tiny):
+    """The predictor cuts its foreground into nuclei with the config's seed distance, smoothing
+    and minimum size (the defaults chosen in docs/instances.md); nonsense is refused by name."""
+    from sampo_engine.errors import ConfigError
+    from sampo_engine.predict.instances import split_instances
+
+    clicks = np.array([[60.0, 70.0], [100.0, 20.0]]), np.array([1, 1])
+    image, counts = _image(), []
+    for kw in ({}, {"seed_distance": 3, "seed_sigma": 1.0, "min_size": 16}):
+        predictor = TilePredictor(_config(similarity=-1.0, **kw), model=tiny)
+        predictor.set_image(image)
+        pred = predictor.predict(*clicks)
+        cfg = predictor.config
+        expected = split_instances(
+            pred.prob,
+            threshold=cfg.threshold,
+            min_size=cfg.min_size,
+            min_distance=cfg.seed_distance,
+            sigma=cfg.seed_sigma,
+        )
+        assert np.array_equal(pred.labels, expected)
+        counts.append(pred.num_nuclei)
+    assert 0 < counts[0] < counts[1]  # closer seeds, less smoothing: more, smaller pieces
+    defaults = PredictConfig()
+    assert (defaults.threshold, defaults.seed_distance, defaults.seed_sigma) == (0.4, 8, 3.0)
+    assert defaults.min_size == 48
+    with pytest.raises(ConfigError, match="--seed-distance must be ≥ 1 px, got 0"):
+        PredictConfig(seed_distance=0).validate()
+    with pytest.raises(ConfigError, match="--seed-sigma must be ≥ 0 px"):
+        PredictConfig(seed_sigma=-1).validate()
+
+
+def test_the_model_may_see_the_image_resampled_while_clicks_and_results_keep_its_size(tiny):
+    """``resample``: the model sees the image ×1.5 (more tiles), the clicks are mapped onto it,
+    and every result — probability, mask, nuclei, exemplar T2, named classes — comes back at
+    the image's own size; 0 takes the model's own factor (1.5 for nuclei-small)."""
+    from sampo_engine.errors import ConfigError
+    from sampo_engine.predict.resample import labels_to_shape, points_to_model
+
+    image = _image(300)
+    clicks = np.array([[60.0, 70.0], [100.0, 20.0], [200.0, 240.0]]), np.array([1, 1, 0])
+    plain = TilePredictor(_config(similarity=-1.0, resample=1.0), model=tiny)
+    plain.set_image(image)
+    scaled = TilePredictor(_config(similarity=-1.0, resample=1.5), model=tiny)
+    scaled.set_image(image)
+    assert scaled.resample == 1.5 and scaled.image_shape == plain.image_shape == (300, 300)
+    assert scaled.tile_grid.shape == (450, 450) and scaled.num_tiles > plain.num_tiles
+    for task in ("t1", "t2"):
+        for mode in ("decoder", "exemplar", "hybrid"):
+            scaled.config.t2_mode = mode
+            pred = scaled.predict(*clicks, task=task)
+            assert pred.prob.shape == pred.mask.shape == pred.labels.shape == (300, 300)
+            if pred.nucleus is not None:
+                assert pred.nucleus.nuclei.shape == (300, 300)
+    named = scaled.classify(clicks[0], np.array([0, 0, 1]), ["a", "b"])
+    assert named.labels.shape == named.nucleus.nuclei.shape == (300, 300)
+    # an edited nuclei map of the image's size is accepted; one of the model's size is not
+    truth = np.zeros((300, 300), np.int32)
+    truth[50:80, 50:80], truth[200:230, 190:220] = 1, 2
+    scaled.nuclei_from_labels(truth)
+    with pytest.raises(DataError, match="the nuclei map is"):
+        scaled.nuclei_from_labels(np.zeros((450, 450), np.int32))
+    # pixel centres map onto pixel centres; nearest-neighbour maps keep their ids
+    assert np.allclose(
+        points_to_model(np.array([[0.0, 0.0], [10.0, 4.0]]), 2.0), [[0.5, 0.5], [20.5, 8.5]]
+    )
+    assert set(np.unique(labels_to_shape(labels_to_shape(truth, (450, 450)), (300, 300)))) == {
+        0,
+        1,
+        2,
+    }
+    # 0 = the model's own factor
+    from sampo_engine.models.registry import SPECS
+
+    assert SPECS["nuclei-small"].resample == 1.5 and SPECS["tiny"].resample == 1.0
+    assert TilePredictor(_config(resample=0), model=tiny).resample == 1.0
+    with pytest.raises(ConfigError, match="--resample must be 0"):
+        PredictConfig(resample=10).validate()

@@ -248,7 +248,8 @@ def whole_image_table(metrics: dict) -> str | None:
                 [e["name"], label, fmt(b["dice"]), fmt(b["iou"]),
                  fmt(b.get("pq")), fmt(b.get("f1")), fmt(b.get("class_f1")),
                  fmt(b["prompted_tile_share"], 0) + " %",
-                 fmt(b["target_tile_share"], 0) + " %", str(b["n"])]
+                 fmt(b["target_tile_share"], 0) + " %",
+                 str(b["n"]) + (f" ({b['refused']} refused)" if b.get("refused") else "")]
             )  # fmt: skip
     if not rows:
         return None
@@ -364,7 +365,9 @@ def render_report(metrics: dict, plots: dict[str, str] | None = None) -> str:
             "target nuclei), prompts propagated to the other tiles by feature similarity — what a "
             "user does in napari (beyond the paper, which scores crops). Dice/IoU of the "
             "whole-image mask, PQ and detection F1 of its instances; 'prompted' = share of tiles "
-            "that got prompts, 'with target' = share holding a target nucleus.",
+            "that got prompts, 'with target' = share holding a target nucleus; a query the "
+            "method refuses (e.g. every click names one merged nucleus) is scored as an empty "
+            "answer and counted as 'refused' beside n.",
             whole_image_table(metrics),
             None,
         ),

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from sampo_engine.errors import DataError
 from sampo_engine.prompts import (
     Intent,
     available_intents,
@@ -74,6 +75,7 @@ def score_whole_images(
     the detection F1 of all nuclei).
     """
     from sampo_engine.eval.nucleus_match import centroid_f1, label_centroids
+    from sampo_engine.predict.tiling import make_grid
     from sampo_engine.scoring.metrics import get_fast_pq
     from sampo_engine.scoring.queries import dice_iou
 
@@ -84,7 +86,10 @@ def score_whole_images(
         inst = sample.inst.astype(np.int32, copy=False)
         cls = sample.cls
         predictor.set_image(sample.image)
-        grid = predictor.tile_grid
+        # the click tiles are cut from the image as given (the same for every method, whether
+        # or not its model sees the image resampled)
+        model_grid = predictor.tile_grid
+        grid = make_grid(inst.shape[0], inst.shape[1], model_grid.tile, model_grid.overlap)
         boxes = [
             (int(y), int(y) + grid.tile, int(x), int(x) + grid.tile)
             for y, x in zip(grid.y0, grid.x0)
@@ -99,8 +104,18 @@ def score_whole_images(
             for mode in t2_modes if intent.task == "t2" else (None,):
                 if mode is not None:
                     predictor.config.t2_mode = mode
-                pred = predictor.predict(clicks[0], clicks[1], task=intent.task)
-                d, j = dice_iou(pred.mask, target)
+                refused = None
+                try:
+                    pred = predictor.predict(clicks[0], clicks[1], task=intent.task)
+                    mask, labels = pred.mask, pred.labels
+                    prompted = pred.tiles_with_prompts + pred.tiles_propagated
+                except DataError as err:
+                    # the method cannot answer these clicks (e.g. its nuclei merged into one
+                    # blob that every click names): scored as an empty answer, and counted
+                    refused, prompted = str(err), 0
+                    mask = np.zeros(inst.shape, bool)
+                    labels = np.zeros(inst.shape, np.int32)
+                d, j = dice_iou(mask, target)
                 row = {
                     "image": sample.name,
                     "task": intent.task,
@@ -108,18 +123,18 @@ def score_whole_images(
                     "t2_mode": mode,
                     "dice": d,
                     "iou": j,
-                    "tiles": pred.num_tiles,
-                    "tiles_prompted": pred.tiles_with_prompts + pred.tiles_propagated,
+                    "tiles": len(model_grid),
+                    "image_tiles": len(boxes),
+                    "tiles_prompted": prompted,
                     "tiles_with_target": sum(
                         count_targets(inst, cls, intent, b) > 0 for b in boxes
                     ),
+                    "refused": refused,
                 }
                 if instances:
-                    pq = get_fast_pq(truth, pred.labels)
+                    pq = get_fast_pq(truth, labels)
                     row.update(pq=pq.pq, f1=pq.dq)
-                    match = centroid_f1(
-                        label_centroids(pred.labels)[1], true_centroids, match_radius
-                    )
+                    match = centroid_f1(label_centroids(labels)[1], true_centroids, match_radius)
                     row.update(
                         class_f1=match["f1"],
                         class_precision=match["precision"],
@@ -144,7 +159,8 @@ def _whole_image_predictor(model, device: str, slot_rule: str):
 def summarize_whole(rows: Sequence[dict]) -> dict:
     """Mean scores per task: {'t1': {...}, 't2': {...}, ...}; with several T2 modes, one block
     per mode as 't2:<mode>' (and 't2' = the first mode scored). Each block: dice, iou, pq, f1,
-    class_f1 (means over records), n, the tile shares, and for T2 ``per_class``: class id →
+    class_f1 (means over records), n, refused (records the method could not answer: scored as
+    empty answers), the tile shares, and for T2 ``per_class``: class id →
     {'dice', 'class_f1', 'n'}."""
     out = {}
     keys = []
@@ -157,7 +173,7 @@ def summarize_whole(rows: Sequence[dict]) -> dict:
             r for r in rows
             if (r["task"] if r.get("t2_mode") is None else f"t2:{r['t2_mode']}") == key
         ]  # fmt: skip
-        block = {"n": len(sel)}
+        block = {"n": len(sel), "refused": sum(1 for r in sel if r.get("refused"))}
         for name in ("dice", "iou", "pq", "f1", "class_f1", "class_precision", "class_recall"):
             values = [r[name] for r in sel if name in r and r[name] is not None]
             block[name] = float(np.nanmean(values)) if values else float("nan")
@@ -165,7 +181,7 @@ def summarize_whole(rows: Sequence[dict]) -> dict:
             np.mean([r["tiles_prompted"] / r["tiles"] for r in sel])
         )
         block["target_tile_share"] = float(
-            np.mean([r["tiles_with_target"] / r["tiles"] for r in sel])
+            np.mean([r["tiles_with_target"] / r.get("image_tiles", r["tiles"]) for r in sel])
         )
         if sel[0]["task"] == "t2":
             per_class = {}

@@ -39,6 +39,9 @@ class SamSpec:
     shipped_weights: str = ""
     #: the architecture whose sizes these are, when the name is another's (e.g. a trained model)
     architecture: str = ""
+    #: factor the whole-tile predictor resamples images by before this model sees them
+    #: (``PredictConfig.resample`` 0 = this); 1.5 for ``nuclei-small`` (docs/instances.md)
+    resample: float = 1.0
 
 
 SPECS: dict[str, SamSpec] = {
@@ -85,6 +88,7 @@ SPECS["nuclei-small"] = replace(
     pretrained=True,
     shipped_weights="nuclei_small.safetensors",
     architecture="small",
+    resample=1.5,
 )
 
 MODEL_TYPES = tuple(SPECS)

@@ -232,6 +232,16 @@ def classify_nuclei(
     x = standardise(descriptors.select(groups)) if standardised is None else standardised
     present = np.unique(classes)
     fit_rows, fit_classes = rows, classes
+    if len(present) == 1 and len(rows) == n:
+        # every nucleus found was clicked, as one kind: none is left to stand in for the other
+        probs = np.zeros((n, num_classes), np.float32)
+        probs[:, present[0]] = 1.0
+        messages.append(
+            "every nucleus found was clicked, all as one kind, so there were none to tell them "
+            "from: each is answered as that kind; add a negative click (or a click of another "
+            "class) on a nucleus of another kind"
+        )
+        return NucleusScores(probs, probs.argmax(axis=1), rows, classes, method, messages)
     if len(present) == 1:
         other = _pseudo_other(x, rows)
         stand_in = 1 if present[0] == 0 else 0

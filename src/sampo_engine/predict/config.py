@@ -31,6 +31,15 @@ PREDICT_TASKS = (*TASKS, "classes")
 #: Class name written for T2 results when none is given.
 DEFAULT_T2_CLASS = "T2 target"
 
+#: How the predictor splits its foreground probability into nuclei (``split_instances``):
+#: chosen on training images and checked on held-out whole images in docs/instances.md
+#: (``python tools/instance_study.py all``). ``split_instances``' own defaults (threshold 0.5,
+#: 3 px, σ 1 px, 16 px) stay for the classical floor and the crop scoring.
+DEFAULT_THRESHOLD = 0.4
+DEFAULT_SEED_DISTANCE = 8
+DEFAULT_SEED_SIGMA = 3.0
+DEFAULT_SPLIT_MIN_SIZE = 48
+
 
 @dataclass
 class PredictConfig:
@@ -61,8 +70,13 @@ class PredictConfig:
     propagate: bool = option(
         True, "prompt tiles without clicks by feature similarity to the clicked nuclei"
     )
-    threshold: float = option(0.5, "foreground probability threshold")
-    min_size: int = option(16, "drop nuclei (and watershed fragments) smaller than this, in px")
+    threshold: float = option(
+        DEFAULT_THRESHOLD, "foreground probability threshold (docs/instances.md)"
+    )
+    min_size: int = option(
+        DEFAULT_SPLIT_MIN_SIZE,
+        "drop nuclei (and watershed fragments) smaller than this, in px",
+    )
     cache_dir: str = option("", "folder for cached image embeddings on disk (empty = memory only)")
     # ---- optional additions (not part of the widget contract)
     similarity: float = option(
@@ -97,6 +111,22 @@ class PredictConfig:
     snap_radius: float = option(
         6.0, "exemplar/hybrid T2: a click on background names the nearest nucleus within this (px)"
     )
+    resample: float = option(
+        0.0,
+        "resample the image by this factor before the model sees it; clicks and results stay at "
+        "the image's own size (0 = the model's own: 1.5 for nuclei-small, whose nuclei then "
+        "span more of the decoder's logit cells, docs/instances.md; 1 for the others)",
+    )
+    seed_distance: int = option(
+        DEFAULT_SEED_DISTANCE,
+        "instances: minimum distance between the watershed seeds of two nuclei, in px (touching "
+        "nuclei whose centres are closer stay one; docs/instances.md)",
+    )
+    seed_sigma: float = option(
+        DEFAULT_SEED_SIGMA,
+        "instances: Gaussian smoothing of the distance to the background before seeding, in px "
+        "(0 = none; docs/instances.md)",
+    )
     slot_rule: str = option(
         "auto",
         "which of SAM's 3 masks to use per tile: iou = the IoU head's pick; clicks = the one that "
@@ -128,6 +158,16 @@ class PredictConfig:
             )
         if self.min_size < 0:
             raise ConfigError(f"--min-size must be ≥ 0 px, got {self.min_size}")
+        if self.resample != 0 and not 0.25 <= self.resample <= 4:
+            raise ConfigError(
+                f"--resample must be 0 (the model's own) or 0.25 .. 4, got {self.resample}"
+            )
+        if self.seed_distance < 1:
+            raise ConfigError(f"--seed-distance must be ≥ 1 px, got {self.seed_distance}")
+        if self.seed_sigma < 0:
+            raise ConfigError(
+                f"--seed-sigma must be ≥ 0 px (0 = no smoothing), got {self.seed_sigma}"
+            )
         if not -1.0 <= self.similarity <= 1.0:
             raise ConfigError(f"--similarity is a cosine: use -1 .. 1, got {self.similarity}")
         if self.spacing < 0:

@@ -24,6 +24,7 @@ Nothing here imports Qt; the napari widget wraps these calls in a worker thread.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,6 +135,7 @@ class TilePredictor:
         self.image_size = int(model.image_size)
         self.model_type = str(getattr(model, "model_type", "?"))
         self.info = getattr(model, "info", None)
+        self.resample = self._resample_factor()
         self.encoder_calls = 0
         self.encoder_forward_seconds = 0.0
         self.cache = cache if cache is not None else EmbeddingCache(cache_dir=self.config.cache_dir)
@@ -143,7 +145,17 @@ class TilePredictor:
         self._window = None
         self._torch = torch
         self._nuclei = None
-        self._rgb = None
+        self._rgb = None  # the image as the model sees it (resampled by ``self.resample``)
+        self._image_shape = None  # (H, W) of the image as given
+
+    def _resample_factor(self) -> float:
+        """``config.resample``, or the model's own factor when it is 0 (models.registry)."""
+        if self.config.resample:
+            return float(self.config.resample)
+        from sampo_engine.models.registry import SPECS
+
+        spec = SPECS.get(self.model_type)
+        return float(spec.resample) if spec is not None else 1.0
 
     # ------------------------------------------------------------------------------ loading
 
@@ -205,12 +217,13 @@ class TilePredictor:
 
     @property
     def image_shape(self) -> tuple[int, int] | None:
-        """(H, W) of the image set last, or None."""
-        return None if self._entry is None else self._entry.grid.shape
+        """(H, W) of the image set last, as given, or None."""
+        return None if self._entry is None else self._image_shape
 
     @property
     def tile_grid(self):
-        """The :class:`~sampo_engine.predict.tiling.TileGrid` of the image set last, or None."""
+        """The :class:`~sampo_engine.predict.tiling.TileGrid` of the image set last as the
+        model sees it (resampled by :attr:`resample`), or None."""
         return None if self._entry is None else self._entry.grid
 
     @property
@@ -222,14 +235,20 @@ class TilePredictor:
     ) -> None:
         """Tile and encode ``image`` (any size; (H, W) gray, (H, W, 3) RGB, RGBA, 16-bit ...,
         converted by :func:`~sampo_engine.utils.imageio.to_rgb_uint8`), or fetch its embeddings
-        from the cache. ``progress(done, total)`` counts tiles."""
+        from the cache. The model sees it resampled by :attr:`resample`
+        (:mod:`~sampo_engine.predict.resample`); clicks and results stay at its own size.
+        ``progress(done, total)`` counts tiles."""
         from sampo_engine.predict.cache import TileEmbeddings, cache_key, image_digest
         from sampo_engine.predict.tiling import extract_tiles, make_grid, pad_image
         from sampo_engine.utils.imageio import to_rgb_uint8
 
         torch = self._torch
+        from sampo_engine.predict.resample import resample_image
+
         rgb = to_rgb_uint8(image)
-        self._rgb = rgb
+        image_shape = rgb.shape[:2]
+        rgb = resample_image(rgb, self.resample)
+        self._rgb, self._image_shape = rgb, image_shape
         grid = make_grid(rgb.shape[0], rgb.shape[1], self.image_size, self.config.overlap)
         runtime = {"device": self.device.type, "bf16": self.device.type == "cuda"}
         key = cache_key(image_digest(rgb), self.model_identity(), grid, runtime)
@@ -278,14 +297,15 @@ class TilePredictor:
         plus the set of tiles holding positive clicks. Tile prompts are in tile pixels
         (:func:`~sampo_engine.predict.propagation.image_prompts`)."""
         from sampo_engine.predict.propagation import image_prompts
+        from sampo_engine.predict.resample import points_to_model
 
         entry = self._require_image()
-        pts, lab = check_points(points_xy, labels, entry.grid.shape)
+        pts, lab = check_points(points_xy, labels, self._image_shape)
         return image_prompts(
             entry.grid,
             entry.embeddings,
             entry.feature_mean,
-            pts,
+            points_to_model(pts, self.resample),
             lab,
             propagate_to_rest=self.config.propagate,
             min_similarity=self.config.similarity,
@@ -322,6 +342,7 @@ class TilePredictor:
         """
         from sampo_engine.models.slots import slot_rule_for
         from sampo_engine.predict.instances import split_instances
+        from sampo_engine.predict.resample import labels_to_shape, points_to_model, prob_to_image
 
         start = time.perf_counter()
         task = str(self.config.task if task is None else task).lower()
@@ -336,8 +357,9 @@ class TilePredictor:
         _check_stop(should_stop)
         cfg = self.config
         by_nucleus = task == "t2" and cfg.t2_mode in ("exemplar", "hybrid")
+        shape = self._image_shape
         if by_nucleus and cfg.t2_mode == "exemplar":  # no decoder pass: the nuclei decide
-            check_points(points_xy, labels, entry.grid.shape)
+            check_points(points_xy, labels, shape)
             prompts, clicked = {}, set()
         else:
             prompts, clicked = self.tile_prompts(points_xy, labels, task)
@@ -357,21 +379,33 @@ class TilePredictor:
 
             index = self.nuclei_index(points_xy, labels, should_stop=should_stop)
             nucleus = score_t2(
-                index, points_xy, labels, cfg.t2_mode, decoder_prob=prob,
-                method=cfg.classifier, snap_radius=cfg.snap_radius, class_name=name,
+                index, points_to_model(points_xy, self.resample), labels, cfg.t2_mode,
+                decoder_prob=prob, method=cfg.classifier, snap_radius=cfg.snap_radius,
+                class_name=name,
             )  # fmt: skip
             messages = list(nucleus.messages)
-            instances = index.keep(np.flatnonzero(nucleus.probability >= cfg.class_threshold))
+            kept = index.keep(np.flatnonzero(nucleus.probability >= cfg.class_threshold))
+            instances = labels_to_shape(kept, shape)
+            nucleus = dataclasses.replace(nucleus, nuclei=labels_to_shape(nucleus.nuclei, shape))
             mask = instances > 0
             if prob is None:
                 prob = np.zeros(instances.shape, np.float32)
                 prob[instances > 0] = nucleus.probability[
                     index.descriptors.index_of(instances[instances > 0])
                 ]
+            else:
+                prob = prob_to_image(prob, shape)
             num = int(np.count_nonzero(nucleus.probability >= cfg.class_threshold))
         else:
+            prob = prob_to_image(prob, shape)
             mask = prob > cfg.threshold
-            instances = split_instances(prob, threshold=cfg.threshold, min_size=cfg.min_size)
+            instances = split_instances(
+                prob,
+                threshold=cfg.threshold,
+                min_size=cfg.min_size,
+                min_distance=cfg.seed_distance,
+                sigma=cfg.seed_sigma,
+            )
             num = int(instances.max()) if instances.size else 0
         if progress is not None:
             progress(total, total)
@@ -416,18 +450,19 @@ class TilePredictor:
         describes the nuclei by morphology and stain alone (e.g. for a model whose features
         mean nothing yet)."""
         from sampo_engine.predict.nucleus_classes import NucleiIndex
+        from sampo_engine.predict.resample import labels_to_shape
 
         entry = self._require_image()
         labels = np.asarray(labels)
-        if labels.shape != entry.grid.shape:
+        if labels.shape != self._image_shape:
             raise DataError(
-                f"the nuclei map is {labels.shape} but the image is {entry.grid.shape}; pass "
+                f"the nuclei map is {labels.shape} but the image is {self._image_shape}; pass "
                 f"the labels of this image"
             )
         self._nuclei = NucleiIndex.build(
             entry.key,
             self._rgb,
-            labels,
+            labels_to_shape(labels, entry.grid.shape),  # as the model sees the image
             embeddings=entry.embeddings if embeddings else None,
             grid=entry.grid,
         )
@@ -456,23 +491,27 @@ class TilePredictor:
         each one's class and probability.
         """
         from sampo_engine.predict.nucleus_classes import score_classes
+        from sampo_engine.predict.resample import labels_to_shape, points_to_model
 
         start = time.perf_counter()
         entry = self._require_image()
         pts = np.asarray(points_xy, np.float32).reshape(-1, 2)
-        check_points(pts, np.ones(len(pts), np.int64), entry.grid.shape)
+        check_points(pts, np.ones(len(pts), np.int64), self._image_shape)
         index = self.nuclei_index(pts, should_stop=should_stop)
         cfg = self.config
         nucleus = score_classes(
-            index, pts, point_classes, list(class_names), cfg.classifier, cfg.snap_radius
-        )
-        prob = np.zeros(index.labels.shape, np.float32)
-        inside = index.labels > 0
-        prob[inside] = nucleus.probability[index.descriptors.index_of(index.labels[inside])]
+            index, points_to_model(pts, self.resample), point_classes, list(class_names),
+            cfg.classifier, cfg.snap_radius,
+        )  # fmt: skip
+        labels = labels_to_shape(index.labels, self._image_shape)
+        nucleus = dataclasses.replace(nucleus, nuclei=labels_to_shape(nucleus.nuclei, labels.shape))
+        prob = np.zeros(labels.shape, np.float32)
+        inside = labels > 0
+        prob[inside] = nucleus.probability[index.descriptors.index_of(labels[inside])]
         return Prediction(
             prob=prob,
             mask=inside,
-            labels=index.labels,
+            labels=labels,
             task="classes",
             class_name=None,
             num_nuclei=len(nucleus.ids),
