@@ -1,6 +1,8 @@
-"""Issue #19: ``benchmarks/contention.py --quick`` runs end to end — quiet and busy conditions, the
+"""``benchmarks/contention.py --quick`` runs end to end — quiet and busy conditions, the
 demo's training and a whole-tile prediction in fresh processes — and cleans up after itself.
-Speed is not asserted here (the machines are shared); docs/performance.md has the figures."""
+``benchmarks/exemplar_bench.py`` re-scores a tile the model sees resampled. Speed is not
+asserted here (the machines are shared); docs/performance.md and docs/exemplars.md have the
+figures."""
 
 from __future__ import annotations
 
@@ -63,3 +65,18 @@ def test_contention_benchmark_quick_run(tmp_path):
     # both children trained and wrote a bundle; the shared data was generated once
     for condition in ("engine-quiet", "engine-busy"):
         assert (work / condition / "adapter" / "sampo_bundle.json").is_file()
+
+
+def test_exemplar_benchmark_runs_with_the_model_seeing_the_tile_resampled(tmp_path):
+    out = tmp_path / "exemplar.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "exemplar_bench.py"), "--size", "448",
+         "--repeats", "1", "--resample", "1.5", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["resample"] == 1.5 and result["nuclei"] > 0
+    assert result["rescore_seconds"] > 0 and len(result["rescore_all"]) == 1
+    assert "re-score" in done.stdout

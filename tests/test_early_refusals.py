@@ -1,4 +1,4 @@
-"""Issue #19: wrong paths are refused before torch is imported — in well under the seconds torch
+"""Wrong paths are refused before torch is imported — in well under the seconds torch
 takes to load — with the usual message style (exit status 2, no traceback)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue #19: torch's CPU threads — the passive OpenMP wait policy set before torch loads, and the
+"""Torch's CPU threads — the passive OpenMP wait policy set before torch loads, and the
 thread count each job chooses from the cores it may use and the cores other processes keep busy."""
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ def test_ablation_switches_reach_the_config():
 
 
 def test_threads_are_chosen_for_the_run_and_restored_after(data_dir, tmp_path, capsys, monkeypatch):
-    """Issue #19: the run logs the torch thread count it chose (--threads, or OMP_NUM_THREADS in
+    """The run logs the torch thread count it chose (--threads, or OMP_NUM_THREADS in
     auto mode) and leaves the caller's count as it was."""
     import torch
 
