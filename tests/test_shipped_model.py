@@ -115,3 +115,20 @@ def test_main_job_starts_with_the_real_tile(offline, tmp_path):
     assert bundle["complete"] and bundle["kind"] == "lora" and bundle["task"] == "t2"
     meta = json.loads((folder / "train_left_half" / "meta.json").read_text())
     assert meta["images"][0]["width"] == 493
+
+
+def test_the_card_states_the_predictor_setting_the_engine_uses():
+    """The card's instance setting (docs/instances.md) is what the predictor does by default."""
+    import json
+    from importlib import resources
+
+    from sampo_engine.models.registry import SPECS
+    from sampo_engine.predict.config import PredictConfig
+
+    card_file = resources.files("sampo_engine.models.weights") / "nuclei_small.json"
+    card = json.loads(card_file.read_text(encoding="utf-8"))["predictor"]
+    cfg = PredictConfig()
+    assert card["resample"] == SPECS["nuclei-small"].resample and cfg.resample == 0
+    assert (card["threshold"], card["seed_distance"], card["seed_sigma"], card["min_size"]) == (
+        cfg.threshold, cfg.seed_distance, cfg.seed_sigma, cfg.min_size,
+    )  # fmt: skip
