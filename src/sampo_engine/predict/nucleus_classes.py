@@ -48,6 +48,16 @@ def weighted_features(descriptors) -> np.ndarray:
     return x * weights[None, :] if x.size else x
 
 
+def only_ids(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(H, W) int32: ``labels`` where the label is one of ``ids`` (ids unchanged), 0 elsewhere."""
+    labels = np.asarray(labels)
+    ids = np.asarray(ids, np.int64)
+    top = max(int(labels.max()) if labels.size else 0, int(ids.max()) if ids.size else 0)
+    lut = np.zeros(top + 1, np.int32)
+    lut[ids] = ids
+    return lut[labels]
+
+
 @dataclass
 class NucleiIndex:
     """The nuclei of one image and their descriptors, reused while the clicks change.
@@ -83,10 +93,7 @@ class NucleiIndex:
 
     def keep(self, rows: np.ndarray) -> np.ndarray:
         """(H, W) int32 map of the nuclei at ``rows`` (their ids unchanged), 0 elsewhere."""
-        ids = self.descriptors.ids
-        lut = np.zeros(int(self.labels.max()) + 1 if self.labels.size else 1, np.int32)
-        lut[ids[rows]] = ids[rows]
-        return lut[self.labels]
+        return only_ids(self.labels, self.descriptors.ids[rows])
 
 
 @dataclass

@@ -147,6 +147,7 @@ class TilePredictor:
         self._nuclei = None
         self._rgb = None  # the image as the model sees it (resampled by ``self.resample``)
         self._image_shape = None  # (H, W) of the image as given
+        self._nuclei_image = None  # (index, its nuclei at the image's size): _image_nuclei
 
     def _resample_factor(self) -> float:
         """``config.resample``, or the model's own factor when it is 0 (models.registry)."""
@@ -342,7 +343,8 @@ class TilePredictor:
         """
         from sampo_engine.models.slots import slot_rule_for
         from sampo_engine.predict.instances import split_instances
-        from sampo_engine.predict.resample import labels_to_shape, points_to_model, prob_to_image
+        from sampo_engine.predict.nucleus_classes import only_ids
+        from sampo_engine.predict.resample import points_to_model, prob_to_image
 
         start = time.perf_counter()
         task = str(self.config.task if task is None else task).lower()
@@ -384,9 +386,9 @@ class TilePredictor:
                 class_name=name,
             )  # fmt: skip
             messages = list(nucleus.messages)
-            kept = index.keep(np.flatnonzero(nucleus.probability >= cfg.class_threshold))
-            instances = labels_to_shape(kept, shape)
-            nucleus = dataclasses.replace(nucleus, nuclei=labels_to_shape(nucleus.nuclei, shape))
+            nucleus = dataclasses.replace(nucleus, nuclei=self._image_nuclei(index))
+            wanted = nucleus.ids[nucleus.probability >= cfg.class_threshold]
+            instances = only_ids(nucleus.nuclei, wanted)
             mask = instances > 0
             if prob is None:
                 prob = np.zeros(instances.shape, np.float32)
@@ -468,9 +470,21 @@ class TilePredictor:
         )
         return self._nuclei
 
+    def _image_nuclei(self, index) -> np.ndarray:
+        """(H, W) int32: the nuclei of ``index`` (held as the model sees the image) at the
+        image's own size, only ids the index describes; computed once per index."""
+        from sampo_engine.predict.nucleus_classes import only_ids
+        from sampo_engine.predict.resample import labels_to_shape
+
+        if self._nuclei_image is None or self._nuclei_image[0] is not index:
+            labels = labels_to_shape(index.labels, self._image_shape)
+            self._nuclei_image = (index, only_ids(labels, index.descriptors.ids))
+        return self._nuclei_image[1]
+
     def forget_nuclei(self) -> None:
         """Segment the nuclei afresh at the next exemplar T2 or :meth:`classify`."""
         self._nuclei = None
+        self._nuclei_image = None
 
     def classify(
         self,
@@ -491,7 +505,7 @@ class TilePredictor:
         each one's class and probability.
         """
         from sampo_engine.predict.nucleus_classes import score_classes
-        from sampo_engine.predict.resample import labels_to_shape, points_to_model
+        from sampo_engine.predict.resample import points_to_model
 
         start = time.perf_counter()
         entry = self._require_image()
@@ -503,8 +517,8 @@ class TilePredictor:
             index, points_to_model(pts, self.resample), point_classes, list(class_names),
             cfg.classifier, cfg.snap_radius,
         )  # fmt: skip
-        labels = labels_to_shape(index.labels, self._image_shape)
-        nucleus = dataclasses.replace(nucleus, nuclei=labels_to_shape(nucleus.nuclei, labels.shape))
+        labels = self._image_nuclei(index)
+        nucleus = dataclasses.replace(nucleus, nuclei=labels)
         prob = np.zeros(labels.shape, np.float32)
         inside = labels > 0
         prob[inside] = nucleus.probability[index.descriptors.index_of(labels[inside])]
