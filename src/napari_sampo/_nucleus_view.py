@@ -31,11 +31,9 @@ def threshold_labels(nucleus, threshold: float) -> np.ndarray:
     """(H, W) int32: the nuclei of ``nucleus`` (a
     :class:`~sampo_engine.predict.nucleus_classes.NucleusClasses`) whose probability ≥
     ``threshold``, with their ids; 0 elsewhere."""
-    nuclei = nucleus.nuclei
-    lut = np.zeros(int(nuclei.max()) + 1 if nuclei.size else 1, np.int32)
-    keep = nucleus.ids[nucleus.probability >= threshold]
-    lut[keep] = keep
-    return lut[nuclei]
+    from sampo_engine.predict.nucleus_classes import only_ids
+
+    return only_ids(nucleus.nuclei, nucleus.ids[nucleus.probability >= threshold])
 
 
 def color_by_probability(layer, nucleus) -> None:

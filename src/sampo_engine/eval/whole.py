@@ -181,7 +181,7 @@ def summarize_whole(rows: Sequence[dict]) -> dict:
             np.mean([r["tiles_prompted"] / r["tiles"] for r in sel])
         )
         block["target_tile_share"] = float(
-            np.mean([r["tiles_with_target"] / r.get("image_tiles", r["tiles"]) for r in sel])
+            np.mean([r["tiles_with_target"] / r["image_tiles"] for r in sel])
         )
         if sel[0]["task"] == "t2":
             per_class = {}

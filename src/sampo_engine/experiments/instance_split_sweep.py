@@ -246,9 +246,3 @@ def means(rows: Sequence[dict], split: str, measure: str = "pq") -> dict[str, di
         values["macro"] = float(np.mean(list(values.values())))
         out[key] = values
     return out
-
-
-def best_setting(rows: Sequence[dict], split: str) -> str:
-    """The setting key with the highest macro mean PQ on ``split`` (ties: the first found)."""
-    pq = means(rows, split)
-    return max(pq, key=lambda k: pq[k]["macro"])

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sampo_engine.experiments.instance_split_sweep import (
-    BASELINE,
-    best_setting,
-    means,
-    predictor_setting,
-)
+from sampo_engine.experiments.instance_split_sweep import BASELINE, means, predictor_setting
 from sampo_engine.experiments.real_data.results import PRETTY
 from sampo_engine.utils.atomic import write_text_atomic
 from sampo_engine.utils.tables import markdown_table
@@ -25,30 +20,49 @@ MEASURES = (
 )
 
 
-def _describe(key: str, rows) -> str:
-    row = next(r for r in rows if r["setting"] == key)
-    scale = f"image ×{row['scale']:g}, " if row["scale"] != 1.0 else ""
-    return (
-        f"{scale}threshold {row['threshold']:g}, σ {row['sigma']:g} px, seeds ≥ "
-        f"{row['min_distance']} px apart, min size {row['min_size']} px"
-    )
+class _Results:
+    """``rows.csv`` read once: each setting's parameters, and the means per (split, measure)
+    computed once (the page asks for them many times)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.params: dict[str, dict] = {}
+        for row in rows:
+            self.params.setdefault(row["setting"], row)
+        self._means: dict[tuple[str, str], dict] = {}
+
+    def means(self, split: str, measure: str = "pq") -> dict[str, dict[str, float]]:
+        if (split, measure) not in self._means:
+            self._means[split, measure] = means(self.rows, split, measure)
+        return self._means[split, measure]
+
+    def best(self, split: str, scale: float | None = None) -> str:
+        """The setting (of ``scale``, if given) with the highest macro mean PQ on ``split``."""
+        pq = self.means(split)
+        keys = [k for k in pq if scale is None or self.params[k]["scale"] == scale]
+        return max(keys, key=lambda k: pq[k]["macro"])
+
+    def describe(self, key: str, scale: bool = True) -> str:
+        row = self.params[key]
+        prefix = f"image ×{row['scale']:g}, " if scale and row["scale"] != 1.0 else ""
+        return (
+            f"{prefix}threshold {row['threshold']:g}, σ {row['sigma']:g} px, seeds ≥ "
+            f"{row['min_distance']} px apart, min size {row['min_size']} px"
+        )
 
 
-def _scale_table(rows) -> list[str]:
+def _scale_table(res: _Results) -> list[str]:
     """Per resampling factor: the best mean PQ on the training images, and the held-out PQ and
     Dice of that setting."""
-    scales = sorted({r["scale"] for r in rows})
+    scales = sorted({row["scale"] for row in res.params.values()})
     if len(scales) < 2:
         return []
-    train, test = means(rows, "train"), means(rows, "test")
-    dice = means(rows, "test", "dice")
+    train, test, dice = res.means("train"), res.means("test"), res.means("test", "dice")
     table = []
     for scale in scales:
-        keys = [k for k in train if next(r for r in rows if r["setting"] == k)["scale"] == scale]
-        best = max(keys, key=lambda k: train[k]["macro"])
+        best = res.best("train", scale)
         table.append(
-            [f"×{scale:g}", _describe(best, rows).split(", ", 1)[-1] if scale != 1 else
-             _describe(best, rows), f"{100 * train[best]['macro']:.1f}",
+            [f"×{scale:g}", res.describe(best, scale=False), f"{100 * train[best]['macro']:.1f}",
              f"{100 * test[best]['macro']:.1f}", f"{100 * dice[best]['macro']:.1f}"]
         )  # fmt: skip
     header = ["image resampled", "best split on training images", "training PQ", "held-out PQ"]
@@ -66,12 +80,12 @@ def _scale_table(rows) -> list[str]:
     ]
 
 
-def _held_out_table(rows, datasets, settings: list[tuple[str, str]]) -> list[str]:
+def _held_out_table(res: _Results, datasets, settings: list[tuple[str, str]]) -> list[str]:
     header = ["setting", "measure", *(PRETTY.get(d, d) for d in datasets), "mean"]
     table = []
     for title, key in settings:
         for measure, name in MEASURES:
-            values = means(rows, "test", measure)[key]
+            values = res.means("test", measure)[key]
             scale = 1.0 if measure == "count_ratio" else 100.0
             fmt = "{:.2f}" if measure == "count_ratio" else "{:.1f}"
             cells = [fmt.format(scale * values[d]) if d in values else "–" for d in datasets]
@@ -79,8 +93,8 @@ def _held_out_table(rows, datasets, settings: list[tuple[str, str]]) -> list[str
     return markdown_table(header, table).rstrip("\n").split("\n")
 
 
-def _top_table(rows, split: str, model: str, n: int = 8) -> list[str]:
-    pq = means(rows, split)
+def _top_table(res: _Results, split: str, model: str, n: int = 8) -> list[str]:
+    pq = res.means(split)
     order = sorted(pq, key=lambda k: -pq[k]["macro"])[:n]
     marks = {BASELINE.key: " (baseline)", predictor_setting(model).key: " (predictor)"}
     order += [key for key in marks if key in pq and key not in order]
@@ -90,7 +104,7 @@ def _top_table(rows, split: str, model: str, n: int = 8) -> list[str]:
     header.append("mean PQ")
     table = []
     for key in order:
-        row = next(r for r in rows if r["setting"] == key)
+        row = res.params[key]
         mark = marks.get(key, "")
         table.append(
             [f"×{row['scale']:g}", f"{row['threshold']:g}", f"{row['sigma']:g}"]
@@ -102,7 +116,7 @@ def _top_table(rows, split: str, model: str, n: int = 8) -> list[str]:
     return markdown_table(header, table).rstrip("\n").split("\n")
 
 
-def plot(rows, path: Path) -> Path:
+def plot(res: _Results, path: Path) -> Path:
     """Held-out macro PQ against the seed spacing, one line per σ (threshold and min size of
     the chosen setting), written atomically to ``path`` (PNG)."""
     import matplotlib
@@ -112,16 +126,17 @@ def plot(rows, path: Path) -> Path:
 
     from sampo_engine.utils.atomic import atomic_path
 
-    chosen = next(r for r in rows if r["setting"] == best_setting(rows, "train"))
+    chosen = res.params[res.best("train")]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     for ax, split, title in zip(axes, ("train", "test"), ("training images", "held-out images")):
-        pq = means(rows, split)
-        for sigma in sorted({r["sigma"] for r in rows}):
+        pq = res.means(split)
+        for sigma in sorted({r["sigma"] for r in res.params.values()}):
             pts = sorted(
                 {
-                    (r["min_distance"], 100 * pq[r["setting"]]["macro"])
-                    for r in rows
-                    if r["sigma"] == sigma
+                    (r["min_distance"], 100 * pq[key]["macro"])
+                    for key, r in res.params.items()
+                    if key in pq
+                    and r["sigma"] == sigma
                     and r["threshold"] == chosen["threshold"]
                     and r["min_size"] == chosen["min_size"]
                     and r["scale"] == chosen["scale"]
@@ -153,18 +168,18 @@ def report(args, rows) -> Path:
         split: len({(r["dataset"], r["image"]) for r in rows if r["split"] == split})
         for split in ("train", "test")
     }
-    chosen = best_setting(rows, "train")
-    oracle = best_setting(rows, "test")
+    res = _Results(rows)
+    chosen, oracle = res.best("train"), res.best("test")
     predictor = predictor_setting(args.model).key
+    pq_test = res.means("test")
     settings = [("baseline", BASELINE.key), ("chosen on training images", chosen)]
-    if predictor not in (BASELINE.key, chosen) and predictor in means(rows, "test"):
+    if predictor not in (BASELINE.key, chosen) and predictor in pq_test:
         settings.append(("the predictor's default", predictor))
     if oracle != chosen:
         settings.append(("best on the held-out images (not a fair choice)", oracle))
-    pq_test = means(rows, "test")
     gain = 100 * (pq_test[chosen]["macro"] - pq_test[BASELINE.key]["macro"])
     docs = Path(args.docs)
-    image = plot(rows, docs / "images" / Path(args.page).with_suffix(".png").name)
+    image = plot(res, docs / "images" / Path(args.page).with_suffix(".png").name)
     model = args.model + (f" + adapter {args.adapter}" if args.adapter else "")
     text = [
         "# Whole-image nuclei: how the probability is split into instances",
@@ -187,27 +202,27 @@ def report(args, rows) -> Path:
         "",
         "## Answer",
         "",
-        f"- Chosen on the training images: {_describe(chosen, rows)} "
-        f"(baseline: {_describe(BASELINE.key, rows)} — `split_instances`' own defaults, the "
+        f"- Chosen on the training images: {res.describe(chosen)} "
+        f"(baseline: {res.describe(BASELINE.key)} — `split_instances`' own defaults, the "
         "predictor's until this study).",
         f"- The predictor's default (`PredictConfig`: `--resample`, `--threshold`, `--seed-sigma`, "
-        f"`--seed-distance`, `--min-size`): {_describe(predictor, rows)}"
+        f"`--seed-distance`, `--min-size`): {res.describe(predictor)}"
         + (" — the chosen one." if predictor == chosen else "."),
         f"- On the held-out images it moves mean PQ by **{gain:+.1f}** "
         f"({100 * pq_test[BASELINE.key]['macro']:.1f} → {100 * pq_test[chosen]['macro']:.1f}).",
         f"- The best setting on the held-out images themselves reaches "
-        f"{100 * pq_test[oracle]['macro']:.1f} ({_describe(oracle, rows)}).",
+        f"{100 * pq_test[oracle]['macro']:.1f} ({res.describe(oracle)}).",
         "",
         "## Held-out whole images",
         "",
-        *_held_out_table(rows, datasets, settings),
+        *_held_out_table(res, datasets, settings),
         "",
         f"![PQ by split setting](images/{image.name})",
         "",
-        *_scale_table(rows),
+        *_scale_table(res),
         "## The best settings on the training images",
         "",
-        *_top_table(rows, "train", args.model),
+        *_top_table(res, "train", args.model),
         "",
     ]
     discussion = docs / Path(args.page).name.replace(".md", "_discussion.md")

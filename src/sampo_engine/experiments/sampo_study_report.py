@@ -147,7 +147,7 @@ def _scores_section(evals, args, labels) -> tuple[list[str], list[str]]:
 
 
 def _paired(
-    evals, args, fraction: float, read, variant: str = "sampo", reference: str = "lsup"
+    evals, args, fraction: float, read, variant: str, reference: str
 ) -> tuple[np.ndarray, float]:
     """Per-seed ``variant`` − ``reference`` values of ``read`` (× 100, macro over datasets) and
     the seed spread (mean over the two methods and the datasets of the seed-to-seed std)."""
@@ -178,7 +178,7 @@ def _verdict(
     spread: float,
     lower_is_better: bool,
     unit: str,
-    names: tuple[str, str] = ("SAMPO", "L_sup-only"),
+    names: tuple[str, str],
 ) -> str:
     """Plain words for per-seed paired differences ``names[0] − names[1]`` against the seed
     spread — the rule of :func:`~sampo_engine.experiments.real_data.report.verdict` (every seed
