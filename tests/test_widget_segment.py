@@ -311,6 +311,8 @@ def test_first_clicks_on_the_real_sample_give_nuclei_without_a_download(
     assert widget.last_prediction.num_nuclei > 100
     rows, cols = np.round(dots.data).astype(int).T
     assert (result.data[rows, cols] > 0).mean() > 0.5  # most expert dots lie in a nucleus
+    # the sample opens resampled to 40×: its nuclei have the trained size, no warning
+    assert not any(m.startswith("magnification") for m in widget.last_prediction.messages)
 
 
 @pytest.fixture
@@ -476,3 +478,33 @@ def test_t2_by_nucleus_colours_probability_and_rethresholds_live(setup, sample, 
     points.add([[2.0, 440.0]])
     _run(qtbot, widget)
     assert "is on background" in widget.status_label.text()
+
+
+def test_far_off_magnification_is_warned_once_and_the_pixel_size_fixes_it(
+    setup, qtbot, monkeypatch
+):
+    """An image whose nuclei are far smaller than 40× ones: a napari warning naming the dock's
+    'Pixel size'; told 0.5 µm there, the model sees the image ×2 and no warning comes."""
+    import napari.utils.notifications as notifications
+
+    from sampo_engine.data.synthetic import make_round_nuclei_tile
+
+    viewer, _, widget = setup
+    warned: list[str] = []
+    monkeypatch.setattr(notifications, "show_warning", warned.append)
+    small = viewer.add_image(make_round_nuclei_tile(4, 224), name="20x tile")
+    widget.image_combo.select_layer(small)
+    points = widget.prompts_layer(create=True)
+    points.add([[20.0, 20.0]])
+    _run(qtbot, widget)
+    assert len(warned) == 1 and "magnification" in warned[0]
+    assert "'Pixel size'" in warned[0] and "--um-per-px" not in warned[0]
+    points.add([[60.0, 60.0]])  # another click on the same image: no second warning
+    _run(qtbot, widget)
+    assert len(warned) == 1
+    widget.pixel_size_spin.setValue(0.5)
+    assert widget.predict_config().um_per_px == 0.5
+    _run(qtbot, widget)
+    assert widget._predictor.resample == pytest.approx(2.0)  # tiny's own 1 × 0.5 / 0.25
+    assert len(warned) == 1, warned
+    assert widget.last_prediction.labels.shape == (224, 224)

@@ -219,7 +219,7 @@ class SegmentModels:
         return ("base", data[1]) if data[0] == "base" else ("adapter", data[1])
 
     def predict_config(self):
-        """The :class:`PredictConfig` for the chosen model and device.
+        """The :class:`PredictConfig` for the chosen model, device and pixel size.
 
         Refuses (ConfigError naming this dock's controls) a model that cannot run here: an
         official checkpoint not downloaded yet, or an adapter whose base is missing.
@@ -231,13 +231,16 @@ class SegmentModels:
 
         kind, value = self._model_choice()
         device = self.device_combo.currentData()
+        um_per_px = float(self.pixel_size_spin.value())
         if kind == "base":
             problem = unusable_message(value, "Model")
             if problem:
                 raise ConfigError(problem)
             state = model_state(value)
             checkpoint = str(state.path) if state.state == SHIPPED else ""
-            return PredictConfig(model=value, checkpoint=checkpoint, device=device)
+            return PredictConfig(
+                model=value, checkpoint=checkpoint, device=device, um_per_px=um_per_px
+            )
         from sampo_engine.models.bundle import read_bundle
 
         info = read_bundle(value)
@@ -248,4 +251,6 @@ class SegmentModels:
                 f"press 'Download' next to 'Model' (it fetches {missing}), or choose another "
                 f"model in 'Model'"
             )
-        return PredictConfig(model=info.model_type, adapter=value, device=device)
+        return PredictConfig(
+            model=info.model_type, adapter=value, device=device, um_per_px=um_per_px
+        )

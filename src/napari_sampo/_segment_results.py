@@ -142,7 +142,21 @@ class SegmentResults:
             + "."
             + "".join(f" Note: {m}." for m in getattr(prediction, "messages", None) or [])
         )
+        if not reused:  # once per image, not on every click
+            self._warn_magnification(prediction)
         return layer
+
+    def _warn_magnification(self, prediction) -> None:
+        """A far-off nucleus size (the engine's "magnification:" message) as a napari warning,
+        in this dock's words (the remedy names 'Pixel size' under Options)."""
+        from napari.utils.notifications import show_warning
+
+        from napari_sampo._qt_common import gui_text
+        from napari_sampo._widget_segment import CONTROLS
+
+        for message in getattr(prediction, "messages", None) or []:
+            if message.startswith("magnification:"):
+                show_warning(f"Segment nuclei: {gui_text(message, CONTROLS)}")
 
     def apply_threshold(self, threshold: float) -> bool:
         """Re-threshold the last T2-by-nucleus answer at ``threshold`` in its result layer,

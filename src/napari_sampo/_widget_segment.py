@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -74,7 +75,12 @@ T2_MODES = tuple(
 )
 LIVE_DELAY_MS = 400
 #: CLI flags in engine messages -> this dock's controls (see ``_qt_common.gui_text``).
-CONTROLS = {"--model": "Model", "--adapter": "Model", "--device": "Device"}
+CONTROLS = {
+    "--model": "Model",
+    "--adapter": "Model",
+    "--device": "Device",
+    "--um-per-px": "Pixel size",
+}
 
 
 def _unwrap(obj):
@@ -184,6 +190,18 @@ class SegmentWidget(SegmentModels, SegmentRun, SegmentResults, SegmentCorrection
             "the type from the clicks. Both: the mean of the two per nucleus"
         )
         options_form.addRow("T2 by", self.t2_mode_combo)
+        self.pixel_size_spin = QDoubleSpinBox(options)
+        self.pixel_size_spin.setRange(0.0, 2.0)
+        self.pixel_size_spin.setDecimals(3)
+        self.pixel_size_spin.setSingleStep(0.05)
+        self.pixel_size_spin.setSuffix(" µm")
+        self.pixel_size_spin.setSpecialValueText("as trained (0.25 µm, 40×)")
+        self.pixel_size_spin.setToolTip(
+            "the image's pixel size (0.25 µm at 40×, 0.5 µm at 20×; the slide's metadata says "
+            "it). The image is resampled so that its nuclei have the size the model was trained "
+            "on; a warning says when the nuclei look far off that size (docs/magnification.md)"
+        )
+        options_form.addRow("Pixel size", self.pixel_size_spin)
         self.options_section = collapsible("Options", options, self)
 
         # a finished fine-tuning run is offered here, never switched to silently

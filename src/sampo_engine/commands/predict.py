@@ -330,7 +330,8 @@ def run(args) -> int:
         task=result.task,
     )
     for message in result.messages:
-        print(f"note: {message}")
+        kind = "warning" if message.startswith("magnification:") else "note"
+        print(f"{kind}: {message}")
     if config.task == "classes":
         counts = np.bincount(result.nucleus.classes, minlength=len(names))
         what = ", ".join(f"{n} {name}" for n, name in zip(counts.tolist(), names))

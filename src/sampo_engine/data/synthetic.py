@@ -433,3 +433,21 @@ def synthetic_tile(size: int | Sequence[int] = 1024, seed: int = 0) -> NucleiSam
     return make_synthetic_sample(
         size, seed=seed, density=4.0, class_mix=(0.4, 0.3, 0.3), name="synthetic_tile"
     )
+
+
+def make_round_nuclei_tile(radius: float, side: int = 320, seed: int = 0) -> np.ndarray:
+    """(side, side, 3) uint8 H&E-like tile: pink stroma and dark-blue round nuclei of about
+    ``radius`` px (±15 %), some touching, on a jittered grid (about a quarter of the area) —
+    a tile of known nucleus size, for the magnification check (``nuclei.scale``)."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[:side, :side]
+    image = np.empty((side, side, 3), np.float32)
+    image[:] = (232, 180, 205)  # eosin pink
+    step = 3.4 * radius
+    for y in np.arange(radius, side - radius, step):
+        for x in np.arange(radius, side - radius, step):
+            cy, cx = y + rng.uniform(-0.5, 0.5) * radius, x + rng.uniform(-0.5, 0.5) * radius
+            r = radius * rng.uniform(0.85, 1.15)
+            image[(rr - cy) ** 2 + (cc - cx) ** 2 <= r * r] = (70, 60, 150)  # hematoxylin
+    image += rng.normal(0, 6, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)

@@ -176,7 +176,8 @@ def summarize_whole(rows: Sequence[dict]) -> dict:
         block = {"n": len(sel), "refused": sum(1 for r in sel if r.get("refused"))}
         for name in ("dice", "iou", "pq", "f1", "class_f1", "class_precision", "class_recall"):
             values = [r[name] for r in sel if name in r and r[name] is not None]
-            block[name] = float(np.nanmean(values)) if values else float("nan")
+            values = [v for v in values if not np.isnan(v)]  # e.g. PQ with --no-instances
+            block[name] = float(np.mean(values)) if values else float("nan")
         block["prompted_tile_share"] = float(
             np.mean([r["tiles_prompted"] / r["tiles"] for r in sel])
         )

@@ -117,6 +117,12 @@ class PredictConfig:
         "the image's own size (0 = the model's own: 1.5 for nuclei-small, whose nuclei then "
         "span more of the decoder's logit cells, docs/instances.md; 1 for the others)",
     )
+    um_per_px: float = option(
+        0.0,
+        "the image's pixel size in µm (0.25 at 40×, 0.5 at 20×; the scanner's metadata says it): "
+        "the image is resampled so that its nuclei have the size the model was trained on "
+        "(0.25 µm/px); 0 = assume 0.25 (a warning names a far-off size; docs/magnification.md)",
+    )
     seed_distance: int = option(
         DEFAULT_SEED_DISTANCE,
         "instances: minimum distance between the watershed seeds of two nuclei, in px (touching "
@@ -161,6 +167,16 @@ class PredictConfig:
         if self.resample != 0 and not 0.25 <= self.resample <= 4:
             raise ConfigError(
                 f"--resample must be 0 (the model's own) or 0.25 .. 4, got {self.resample}"
+            )
+        if self.um_per_px != 0 and not 0.05 <= self.um_per_px <= 2:
+            raise ConfigError(
+                f"--um-per-px must be 0 (assume the model's 0.25) or 0.05 .. 2 µm, got "
+                f"{self.um_per_px}"
+            )
+        if self.um_per_px and self.resample:
+            raise ConfigError(
+                "give --um-per-px (the image's pixel size: the resampling follows) or --resample "
+                "(the factor itself), not both"
             )
         if self.seed_distance < 1:
             raise ConfigError(f"--seed-distance must be ≥ 1 px, got {self.seed_distance}")

@@ -148,15 +148,36 @@ class TilePredictor:
         self._rgb = None  # the image as the model sees it (resampled by ``self.resample``)
         self._image_shape = None  # (H, W) of the image as given
         self._nuclei_image = None  # (index, its nuclei at the image's size): _image_nuclei
+        #: the magnification check of the image set last (:func:`~sampo_engine.nuclei.scale.
+        #: check_scale`); its message, if any, leads every result's ``messages``
+        self.scale_check = None
 
-    def _resample_factor(self) -> float:
-        """``config.resample``, or the model's own factor when it is 0 (models.registry)."""
-        if self.config.resample:
-            return float(self.config.resample)
+    def _own_resample(self) -> float:
+        """The model's own factor (models.registry; 1 when it has none)."""
         from sampo_engine.models.registry import SPECS
 
         spec = SPECS.get(self.model_type)
         return float(spec.resample) if spec is not None else 1.0
+
+    def _resample_factor(self) -> float:
+        """``config.resample``; else the model's own factor, times ``config.um_per_px`` / 0.25
+        when the image's pixel size is given (its nuclei are then shown at the trained size)."""
+        from sampo_engine.nuclei.scale import REFERENCE_UM_PER_PX
+
+        if self.config.resample:
+            return float(self.config.resample)
+        factor = self._own_resample()
+        if self.config.um_per_px:
+            factor *= float(self.config.um_per_px) / REFERENCE_UM_PER_PX
+        return factor
+
+    @property
+    def assumed_um_per_px(self) -> float:
+        """The image pixel size (µm) the resampling assumes: ``config.um_per_px``, else the one
+        :attr:`resample` implies (0.25 at the model's own factor)."""
+        from sampo_engine.nuclei.scale import REFERENCE_UM_PER_PX
+
+        return REFERENCE_UM_PER_PX * self.resample / self._own_resample()
 
     # ------------------------------------------------------------------------------ loading
 
@@ -239,15 +260,16 @@ class TilePredictor:
         from the cache. The model sees it resampled by :attr:`resample`
         (:mod:`~sampo_engine.predict.resample`); clicks and results stay at its own size.
         ``progress(done, total)`` counts tiles."""
+        from sampo_engine.nuclei.scale import check_scale
         from sampo_engine.predict.cache import TileEmbeddings, cache_key, image_digest
+        from sampo_engine.predict.resample import resample_image
         from sampo_engine.predict.tiling import extract_tiles, make_grid, pad_image
         from sampo_engine.utils.imageio import to_rgb_uint8
 
         torch = self._torch
-        from sampo_engine.predict.resample import resample_image
-
         rgb = to_rgb_uint8(image)
         image_shape = rgb.shape[:2]
+        self.scale_check = check_scale(rgb, self.assumed_um_per_px, self.model_type)
         rgb = resample_image(rgb, self.resample)
         self._rgb, self._image_shape = rgb, image_shape
         grid = make_grid(rgb.shape[0], rgb.shape[1], self.image_size, self.config.overlap)
@@ -313,6 +335,11 @@ class TilePredictor:
             min_spacing=self.config.spacing,
         )
 
+    def _image_messages(self) -> list[str]:
+        """What every result on this image says first (a far-off magnification)."""
+        check = self.scale_check
+        return [check.message] if check is not None and check.message else []
+
     def _require_image(self):
         if self._entry is None:
             raise SampoError("no image set: call set_image(image) before predict(...)")
@@ -375,7 +402,7 @@ class TilePredictor:
             prob = self._decode_and_blend(entry, prompts, order, progress, should_stop, total, rule)
         _check_stop(should_stop)
         name = class_name or cfg.class_name or (DEFAULT_T2_CLASS if task == "t2" else None)
-        nucleus, messages = None, []
+        nucleus, messages = None, self._image_messages()
         if by_nucleus:
             from sampo_engine.predict.nucleus_classes import score_t2
 
@@ -385,7 +412,7 @@ class TilePredictor:
                 decoder_prob=prob, method=cfg.classifier, snap_radius=cfg.snap_radius,
                 class_name=name,
             )  # fmt: skip
-            messages = list(nucleus.messages)
+            messages += list(nucleus.messages)
             nucleus = dataclasses.replace(nucleus, nuclei=self._image_nuclei(index))
             wanted = nucleus.ids[nucleus.probability >= cfg.class_threshold]
             instances = only_ids(nucleus.nuclei, wanted)
@@ -535,7 +562,7 @@ class TilePredictor:
             num_tiles=len(entry.grid),
             encoder_seconds=self._encoder_seconds,
             nucleus=nucleus,
-            messages=list(nucleus.messages),
+            messages=self._image_messages() + list(nucleus.messages),
         )
 
     def _decode_and_blend(
