@@ -1,11 +1,10 @@
-"""tools/point_set_study.py at toy size: dots become pseudo-labelled T2 training images, and the
+"""tools/point_set_study.py (``sampo_engine.experiments.point_set_study``) at toy size: dots become pseudo-labelled T2 training images, and the
 report pairs each arm with the base (training and scoring are the CLI's and
 tools/exemplar_study.py's, tested elsewhere)."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from argparse import Namespace
 from pathlib import Path
@@ -13,15 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "point_set_study.py"
-
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("point_set_study", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from sampo_engine.experiments import point_set_study
+
+    return point_set_study
 
 
 def _fake_point_set(folder: Path, seed: int) -> None:
