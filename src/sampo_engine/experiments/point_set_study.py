@@ -115,7 +115,7 @@ def stage_train(args) -> None:
         "control": f"{study / 'consep_train'},{study / 'pannuke_breast_2class'}",
     }
     for seed in args.seeds:
-        for arm in ARMS:
+        for arm in args.arms:
             out = _adapter(args, arm, seed)
             if (out / "sampo_bundle.json").is_file() and '"complete": true' in (
                 out / "sampo_bundle.json"
@@ -136,7 +136,9 @@ def stage_train(args) -> None:
 def stage_score(args) -> None:
     """``tools/exemplar_study.py`` for the base and every adapter (rows_<tag>.csv)."""
     runs = [("base", "")] + [
-        (f"{arm}_s{seed}", str(_adapter(args, arm, seed))) for seed in args.seeds for arm in ARMS
+        (f"{arm}_s{seed}", str(_adapter(args, arm, seed)))
+        for seed in args.seeds
+        for arm in args.arms
     ]
     scores = Path(args.out) / "scores"
     for tag, adapter in runs:
@@ -216,6 +218,8 @@ def main(argv=None, repo: Path | None = None) -> int:
     parser.add_argument("--study", default="runs/study", help="tools/real_data_study.py split")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=150, help="LoRA steps of batch 8 per run")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                        help="train / score only these arms (e.g. two processes side by side)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-images", type=int, default=0, help="per point set (0 = all)")
     args = parser.parse_args(argv)
