@@ -208,12 +208,12 @@ def page(rows, command: str) -> str:
 `nuclei-small` was trained on 40× images (about 0.25 µm/px). Shown a 20× image it sees nuclei at
 half the size and misses or merges them. Before the model looks at an image, the predictor
 measures its nuclei without a model (`sampo_engine.nuclei.scale`: the granulometric radius of
-the dark hematoxylin foreground, the disk radius whose opening keeps {KEPT_SHARE:.0%} of its area)
+the dark hematoxylin foreground, the disk radius whose opening keeps {KEPT_SHARE * 100:.0f} % of its area)
 and warns when they imply a pixel size more than {WARN_FACTOR:g}× away from the one assumed. The
 remedy the warning names: tell the predictor the pixel size (`--um-per-px 0.5` on the command
 line, "Pixel size" under the Segment dock's Options), and the image is resampled so that its
-nuclei have the trained size. What we make of it: [magnification_discussion.md](
-magnification_discussion.md).
+nuclei have the trained size. What we make of it:
+[magnification_discussion.md](magnification_discussion.md).
 
 Made by:
 
