@@ -74,12 +74,11 @@ BASELINE = SplitSetting()
 def predictor_setting(model: str = "nuclei-small") -> SplitSetting:
     """The whole-tile predictor's setting now for ``model`` (``PredictConfig``'s defaults; the
     model's own resampling factor when ``resample`` is 0)."""
-    from sampo_engine.models.registry import SPECS
     from sampo_engine.predict.config import PredictConfig
+    from sampo_engine.predict.resample import resample_factor
 
     cfg = PredictConfig()
-    spec = SPECS.get(model)
-    scale = cfg.resample or (spec.resample if spec is not None else 1.0)
+    scale = resample_factor(model, cfg.resample, cfg.um_per_px)
     return SplitSetting(cfg.threshold, cfg.seed_sigma, cfg.seed_distance, cfg.min_size, scale)
 
 

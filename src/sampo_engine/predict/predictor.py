@@ -135,7 +135,11 @@ class TilePredictor:
         self.image_size = int(model.image_size)
         self.model_type = str(getattr(model, "model_type", "?"))
         self.info = getattr(model, "info", None)
-        self.resample = self._resample_factor()
+        from sampo_engine.predict.resample import resample_factor
+
+        self.resample = resample_factor(
+            self.model_type, self.config.resample, self.config.um_per_px
+        )
         self.encoder_calls = 0
         self.encoder_forward_seconds = 0.0
         self.cache = cache if cache is not None else EmbeddingCache(cache_dir=self.config.cache_dir)
@@ -152,32 +156,13 @@ class TilePredictor:
         #: check_scale`); its message, if any, leads every result's ``messages``
         self.scale_check = None
 
-    def _own_resample(self) -> float:
-        """The model's own factor (models.registry; 1 when it has none)."""
-        from sampo_engine.models.registry import SPECS
-
-        spec = SPECS.get(self.model_type)
-        return float(spec.resample) if spec is not None else 1.0
-
-    def _resample_factor(self) -> float:
-        """``config.resample``; else the model's own factor, times ``config.um_per_px`` / 0.25
-        when the image's pixel size is given (its nuclei are then shown at the trained size)."""
-        from sampo_engine.nuclei.scale import REFERENCE_UM_PER_PX
-
-        if self.config.resample:
-            return float(self.config.resample)
-        factor = self._own_resample()
-        if self.config.um_per_px:
-            factor *= float(self.config.um_per_px) / REFERENCE_UM_PER_PX
-        return factor
-
     @property
     def assumed_um_per_px(self) -> float:
         """The image pixel size (µm) the resampling assumes: ``config.um_per_px``, else the one
         :attr:`resample` implies (0.25 at the model's own factor)."""
-        from sampo_engine.nuclei.scale import REFERENCE_UM_PER_PX
+        from sampo_engine.predict.resample import assumed_um_per_px
 
-        return REFERENCE_UM_PER_PX * self.resample / self._own_resample()
+        return assumed_um_per_px(self.model_type, self.resample)
 
     # ------------------------------------------------------------------------------ loading
 

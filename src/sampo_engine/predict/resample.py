@@ -12,6 +12,37 @@ from __future__ import annotations
 import numpy as np
 
 
+def own_factor(model_type: str) -> float:
+    """The factor ``model_type`` sees images resampled by on its own (``SamSpec.resample`` in
+    models.registry: 1.5 for ``nuclei-small``; 1 for the others and for unknown names)."""
+    from sampo_engine.models.registry import SPECS
+
+    spec = SPECS.get(model_type)
+    return float(spec.resample) if spec is not None else 1.0
+
+
+def resample_factor(model_type: str, resample: float = 0.0, um_per_px: float = 0.0) -> float:
+    """The factor the predictor resamples by: ``resample`` when given (≠ 0); else the model's
+    own, times ``um_per_px`` / 0.25 when the image's pixel size is given (its nuclei are then
+    shown at the trained size; ``PredictConfig.resample`` / ``um_per_px``)."""
+    from sampo_engine.nuclei.scale import REFERENCE_UM_PER_PX
+
+    if resample:
+        return float(resample)
+    factor = own_factor(model_type)
+    if um_per_px:
+        factor *= float(um_per_px) / REFERENCE_UM_PER_PX
+    return factor
+
+
+def assumed_um_per_px(model_type: str, factor: float) -> float:
+    """The image pixel size (µm) that resampling by ``factor`` assumes (0.25 at the model's own
+    factor, 0.5 at twice it)."""
+    from sampo_engine.nuclei.scale import REFERENCE_UM_PER_PX
+
+    return REFERENCE_UM_PER_PX * factor / own_factor(model_type)
+
+
 def model_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:
     """(H, W) of an image of ``shape`` resampled by ``factor`` (rounded, at least 1 px)."""
     return tuple(max(1, int(round(s * factor))) for s in shape[:2])
