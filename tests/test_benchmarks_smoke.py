@@ -80,3 +80,19 @@ def test_exemplar_benchmark_runs_with_the_model_seeing_the_tile_resampled(tmp_pa
     assert result["resample"] == 1.5 and result["nuclei"] > 0
     assert result["rescore_seconds"] > 0 and len(result["rescore_all"]) == 1
     assert "re-score" in done.stdout
+
+
+def test_shipped_t1_benchmark_times_both_splits_on_the_real_tile(tmp_path):
+    out = tmp_path / "t1.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "shipped_t1_bench.py"), "--size", "320",
+         "--repeats", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1", SAMPO_CACHE_DIR=str(tmp_path / "cache")),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["model"] == "nuclei-small" and result["split"] == "head"
+    assert result["nuclei"]["head"] > 0 and result["nuclei"]["watershed"] > 0
+    assert result["t1_first_answer_s"] > 0 and result["head_vs_watershed_ratio"] > 0
+    assert "of the 10 s target" in done.stdout

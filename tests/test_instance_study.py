@@ -5,8 +5,6 @@ data with a tiny model: cached whole-image probabilities, the split grid, the pa
 import numpy as np
 import pytest
 
-from sampo_engine.data.folder import write_folder
-from sampo_engine.data.synthetic import make_synthetic_dataset
 from sampo_engine.experiments import instance_study
 from sampo_engine.experiments.instance_split_sweep import (
     BASELINE,
@@ -36,14 +34,6 @@ def test_the_grid_starts_with_the_baseline_and_the_predictors_setting_each_once(
     assert settings[:2] == [BASELINE, predictor_setting()]
     assert predictor_setting().scale == 1.5 and predictor_setting("tiny").scale == 1.0
     assert len(settings) == len(set(settings)) == 5  # 4 of the grid + the predictor's
-
-
-@pytest.fixture()
-def split_dir(tmp_path):
-    split = tmp_path / "study"
-    write_folder(make_synthetic_dataset(2, 224, seed=0), split / "data" / "train" / "typed")
-    write_folder(make_synthetic_dataset(1, 224, seed=9), split / "data" / "test" / "typed")
-    return split
 
 
 def test_the_study_caches_maps_sweeps_and_writes_the_page_with_its_plot(split_dir, tmp_path):

@@ -313,6 +313,14 @@ def test_first_clicks_on_the_real_sample_give_nuclei_without_a_download(
     assert (result.data[rows, cols] > 0).mean() > 0.5  # most expert dots lie in a nucleus
     # the sample opens resampled to 40×: its nuclei have the trained size, no warning
     assert not any(m.startswith("magnification") for m in widget.last_prediction.messages)
+    assert widget._predictor.splitter.method == "head"  # the shipped split head cut them
+    # Options → Touching nuclei: the watershed instead (a predictor of its own)
+    widget.split_combo.setCurrentIndex(widget.split_combo.findData("watershed"))
+    assert widget.predict_config().split_by == "watershed"
+    _run(qtbot, widget)
+    assert widget.last_error is None, widget.last_error
+    assert widget._predictor.splitter.method == "watershed"
+    assert widget.last_prediction.num_nuclei > 100
 
 
 @pytest.fixture

@@ -219,7 +219,7 @@ class SegmentModels:
         return ("base", data[1]) if data[0] == "base" else ("adapter", data[1])
 
     def predict_config(self):
-        """The :class:`PredictConfig` for the chosen model, device and pixel size.
+        """The :class:`PredictConfig` for the chosen model, device, pixel size and split.
 
         Refuses (ConfigError naming this dock's controls) a model that cannot run here: an
         official checkpoint not downloaded yet, or an adapter whose base is missing.
@@ -232,6 +232,7 @@ class SegmentModels:
         kind, value = self._model_choice()
         device = self.device_combo.currentData()
         um_per_px = float(self.pixel_size_spin.value())
+        split = self.split_combo.currentData()
         if kind == "base":
             problem = unusable_message(value, "Model")
             if problem:
@@ -239,8 +240,9 @@ class SegmentModels:
             state = model_state(value)
             checkpoint = str(state.path) if state.state == SHIPPED else ""
             return PredictConfig(
-                model=value, checkpoint=checkpoint, device=device, um_per_px=um_per_px
-            )
+                model=value, checkpoint=checkpoint, device=device, um_per_px=um_per_px,
+                split_by=split,
+            )  # fmt: skip
         from sampo_engine.models.bundle import read_bundle
 
         info = read_bundle(value)
@@ -252,5 +254,6 @@ class SegmentModels:
                 f"model in 'Model'"
             )
         return PredictConfig(
-            model=info.model_type, adapter=value, device=device, um_per_px=um_per_px
-        )
+            model=info.model_type, adapter=value, device=device, um_per_px=um_per_px,
+            split_by=split,
+        )  # fmt: skip

@@ -80,6 +80,7 @@ CONTROLS = {
     "--adapter": "Model",
     "--device": "Device",
     "--um-per-px": "Pixel size",
+    "--split-by": "Touching nuclei",
 }
 
 
@@ -202,6 +203,16 @@ class SegmentWidget(SegmentModels, SegmentRun, SegmentResults, SegmentCorrection
             "on; a warning says when the nuclei look far off that size (docs/magnification.md)"
         )
         options_form.addRow("Pixel size", self.pixel_size_spin)
+        self.split_combo = QComboBox(options)
+        self.split_combo.addItem("learned split head (if the model has one)", "auto")
+        self.split_combo.addItem("watershed of the probability", "watershed")
+        self.split_combo.setToolTip(
+            "how touching nuclei are cut apart. The shipped model's split head reads the image "
+            "at full resolution and draws each nucleus' core: better nuclei on every held-out "
+            "set we measured (docs/split_head.md). The watershed cuts the probability at its "
+            "peaks (other models always use it)"
+        )
+        options_form.addRow("Touching nuclei", self.split_combo)
         self.options_section = collapsible("Options", options, self)
 
         # a finished fine-tuning run is offered here, never switched to silently

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sampo_engine._config import DEVICES, option
 from sampo_engine.errors import ConfigError
 from sampo_engine.models.registry import MODEL_TYPES
+from sampo_engine.predict.split import SPLITS
 from sampo_engine.tasks import TASK_MIXES
 
 
@@ -92,6 +93,13 @@ class EvalConfig:
         "separated (decoder = SAM's decoder reads the type; exemplar = every nucleus classified "
         "from the clicked ones; hybrid = both; see docs/exemplars.md)",
     )
+    split_by: str = option(
+        "auto",
+        "with --whole-images: how touching nuclei are cut apart (auto = the model's learned "
+        "split head where it ships one, else the watershed; watershed = always the watershed; "
+        "docs/split_head.md)",
+        choices=SPLITS,
+    )
     match_radius: float = option(
         12.0,
         "with --whole-images: centroid distance (px) within which a predicted nucleus matches a "
@@ -144,6 +152,10 @@ class EvalConfig:
             )
         if self.match_radius <= 0:
             raise ConfigError(f"--match-radius must be > 0 px, got {self.match_radius}")
+        if self.split_by not in SPLITS:
+            raise ConfigError(
+                f"--split-by must be one of {', '.join(SPLITS)}, not {self.split_by!r}"
+            )
         if not self.base and not self.adapters and not self.classical:
             raise ConfigError(
                 "nothing to evaluate: --no-base without any --adapter (or --classical)"

@@ -151,7 +151,7 @@ def _whole_images(model, m: Method, plan: EvalPlan, config: EvalConfig, device) 
     rows = score_whole_images(
         model, plan.dataset, plan.image_indices, config.task, config.seed,
         str(device), config.instances, slot_rule=config.slot_rule,
-        t2_modes=modes, match_radius=config.match_radius,
+        t2_modes=modes, match_radius=config.match_radius, split=config.split_by,
     )  # fmt: skip
     return summarize_whole(rows)
 

@@ -63,6 +63,7 @@ def score_whole_images(
     slot_rule: str = "auto",
     t2_modes: Sequence[str] = ("exemplar",),
     match_radius: float = 12.0,
+    split: str = "auto",
 ) -> list[dict]:
     """One record per (image, intent[, T2 mode]): dice, iou, and pq / f1 when ``instances``.
 
@@ -72,14 +73,15 @@ def score_whole_images(
     is answered in each of ``t2_modes`` from the same clicks; ``class_f1`` / ``class_precision``
     / ``class_recall`` score the answer's nuclei against the true nuclei of the intent by
     centroid within ``match_radius`` px (:mod:`~sampo_engine.eval.nucleus_match`; for T1 it is
-    the detection F1 of all nuclei).
+    the detection F1 of all nuclei). ``split``: how the predictor cuts touching nuclei
+    (``PredictConfig.split_by``).
     """
     from sampo_engine.eval.nucleus_match import centroid_f1, label_centroids
     from sampo_engine.predict.tiling import make_grid
     from sampo_engine.scoring.metrics import get_fast_pq
     from sampo_engine.scoring.queries import dice_iou
 
-    predictor = _whole_image_predictor(model, device, slot_rule)
+    predictor = _whole_image_predictor(model, device, slot_rule, split)
     rows = []
     for i in indices:
         sample = dataset[i]
@@ -147,13 +149,14 @@ def score_whole_images(
     return rows
 
 
-def _whole_image_predictor(model, device: str, slot_rule: str):
+def _whole_image_predictor(model, device: str, slot_rule: str, split: str = "auto"):
     from sampo_engine.eval.classical import ClassicalFloor, ClassicalTilePredictor
     from sampo_engine.predict.predictor import PredictConfig, TilePredictor
 
     if isinstance(model, ClassicalFloor):
         return ClassicalTilePredictor()
-    return TilePredictor(PredictConfig(device=device, slot_rule=slot_rule), model=model)
+    config = PredictConfig(device=device, slot_rule=slot_rule, split_by=split)
+    return TilePredictor(config, model=model)
 
 
 def summarize_whole(rows: Sequence[dict]) -> dict:

@@ -156,16 +156,22 @@ def score_setting(prob: np.ndarray, truth: np.ndarray, setting: SplitSetting) ->
     """Dice of the foreground (``prob > threshold``, the predictor's mask), PQ, DQ (detection F1
     at IoU 0.5), SQ, nucleus F1 by centroid within 12 px, and the predicted / true nucleus
     counts of ``setting`` on one image (values in [0, 1])."""
+    prob = prob.astype(np.float32)
+    return score_instances(setting.split(prob), prob > setting.threshold, truth)
+
+
+def score_instances(labels: np.ndarray, foreground: np.ndarray, truth: np.ndarray) -> dict:
+    """Dice of the (H, W) bool ``foreground``, PQ, DQ, SQ, nucleus F1 by centroid within 12 px
+    and the predicted / true nucleus count of the (H, W) int nuclei ``labels`` against the
+    (H, W) int true nuclei ``truth`` (values in [0, 1])."""
     from sampo_engine.eval.nucleus_match import centroid_f1, label_centroids
     from sampo_engine.scoring.metrics import dice, get_fast_pq
 
-    prob = prob.astype(np.float32)
-    labels = setting.split(prob)
     pq = get_fast_pq(truth, labels)
     match = centroid_f1(label_centroids(labels)[1], label_centroids(truth)[1], 12.0)
     n_true = len(np.unique(truth)) - (1 if (truth == 0).any() else 0)
     return {
-        "dice": dice(prob > setting.threshold, truth > 0),
+        "dice": dice(foreground, truth > 0),
         "pq": pq.pq,
         "dq": pq.dq,
         "sq": pq.sq,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sampo_engine.experiments.instance_split_sweep import BASELINE, means, predictor_setting
+from sampo_engine.experiments.pages import save_figure, write_page
 from sampo_engine.experiments.real_data.results import PRETTY
-from sampo_engine.utils.atomic import write_text_atomic
 from sampo_engine.utils.tables import markdown_table
 
 MEASURES = (
@@ -124,8 +124,6 @@ def plot(res: _Results, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sampo_engine.utils.atomic import atomic_path
-
     chosen = res.params[res.best("train")]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     for ax, split, title in zip(axes, ("train", "test"), ("training images", "held-out images")):
@@ -155,11 +153,7 @@ def plot(res: _Results, path: Path) -> Path:
         f"{chosen['threshold']:g}, min size {chosen['min_size']} px)",
         fontsize=10,
     )
-    fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def report(args, rows) -> Path:
@@ -225,10 +219,4 @@ def report(args, rows) -> Path:
         *_top_table(res, "train", args.model),
         "",
     ]
-    discussion = docs / Path(args.page).name.replace(".md", "_discussion.md")
-    if discussion.exists():
-        text += [discussion.read_text(encoding="utf-8").rstrip(), ""]
-    dst = docs / args.page
-    write_text_atomic(dst, "\n".join(text))
-    print(f"wrote {dst}")
-    return dst
+    return write_page(docs, args.page, text)

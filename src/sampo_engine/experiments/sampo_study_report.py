@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sampo_engine.experiments.pages import write_page
 from sampo_engine.experiments.real_data.plan import VARIANTS
 from sampo_engine.experiments.real_data.report import fmt_spread
 from sampo_engine.experiments.real_data.results import PRETTY
-from sampo_engine.utils.atomic import write_text_atomic
 from sampo_engine.utils.tables import markdown_table
 
 #: (column title, how to read it from a method's entry) for one held-out dataset
@@ -316,11 +316,4 @@ def report(args, labels: dict[str, str]) -> Path:
         f"(`{out}/timings.json` has each command).",
         "",
     ]
-    page = getattr(args, "page", "sampo_study.md")
-    discussion = Path(args.docs) / page.replace(".md", "_discussion.md")
-    if discussion.exists():
-        text += [discussion.read_text(encoding="utf-8").rstrip(), ""]
-    dst = Path(args.docs) / page
-    write_text_atomic(dst, "\n".join(text))
-    print(f"wrote {dst}")
-    return dst
+    return write_page(args.docs, getattr(args, "page", "sampo_study.md"), text)

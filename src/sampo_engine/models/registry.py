@@ -42,6 +42,10 @@ class SamSpec:
     #: factor the whole-tile predictor resamples images by before this model sees them
     #: (``PredictConfig.resample`` 0 = this); 1.5 for ``nuclei-small`` (docs/instances.md)
     resample: float = 1.0
+    #: a split head packaged beside ``shipped_weights`` (``sampo_engine/models/weights/<name>``,
+    #: its SHA-256 and settings in the model's card): the whole-tile predictor cuts touching
+    #: nuclei apart with it (docs/split_head.md); "" = the watershed of the probability
+    split_head: str = ""
 
 
 SPECS: dict[str, SamSpec] = {
@@ -89,6 +93,7 @@ SPECS["nuclei-small"] = replace(
     shipped_weights="nuclei_small.safetensors",
     architecture="small",
     resample=1.5,
+    split_head="nuclei_small_split_head.safetensors",
 )
 
 MODEL_TYPES = tuple(SPECS)

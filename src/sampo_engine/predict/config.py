@@ -20,6 +20,7 @@ from sampo_engine.predict.propagation import (
     MAX_NEGATIVE,
     MAX_POSITIVE,
 )
+from sampo_engine.predict.split import SPLITS
 from sampo_engine.tasks import TASKS  # noqa: F401  (re-exported: the CLI and the widget)
 
 MAX_POINTS = MAX_POSITIVE + MAX_NEGATIVE
@@ -133,6 +134,14 @@ class PredictConfig:
         "instances: Gaussian smoothing of the distance to the background before seeding, in px "
         "(0 = none; docs/instances.md)",
     )
+    split_by: str = option(
+        "auto",
+        "instances (T1): how touching nuclei are cut apart — head = the model's learned split "
+        "head, which reads the image at full resolution (nuclei-small ships one; "
+        "docs/split_head.md); watershed = distance-transform watershed of the probability "
+        "(--seed-distance, --seed-sigma); auto = head where the model ships one",
+        choices=SPLITS,
+    )
     slot_rule: str = option(
         "auto",
         "which of SAM's 3 masks to use per tile: iou = the IoU head's pick; clicks = the one that "
@@ -194,6 +203,10 @@ class PredictConfig:
             )
         if self.snap_radius < 0:
             raise ConfigError(f"--snap-radius must be ≥ 0 px, got {self.snap_radius}")
+        if self.split_by not in SPLITS:
+            raise ConfigError(
+                f"--split-by must be one of {', '.join(SPLITS)}, not {self.split_by!r}"
+            )
 
 
 def check_points(points_xy, labels, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

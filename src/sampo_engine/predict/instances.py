@@ -382,10 +382,68 @@ def _split(fg, prob, min_size, min_distance, sigma, pool) -> np.ndarray:
         # the flood is 0 outside the split components, where out holds their ids
         out += flood_to_markers(surface, new_id[peaks], split_mask, min_distance, components, pool)
 
-    # drop fragments under min_size and number the rest 1..N
-    areas = np.bincount(out.ravel())
+    return drop_small(out, min_size)
+
+
+def drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """(H, W) int32: the nuclei of the (H, W) int label map ``labels`` of at least ``min_size``
+    px, numbered 1..N consecutively (0 = background)."""
+    areas = np.bincount(labels.ravel())
     keep = areas >= max(min_size, 1)
     keep[0] = False
     renumber = np.zeros(areas.size, dtype=np.int32)
     renumber[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return renumber[out]
+    return renumber[labels]
+
+
+#: where the split head's normalised distance seeds a nucleus: its cores (distance above this)
+DEFAULT_CORE_LEVEL = 0.5
+
+
+def split_by_distance(
+    foreground: np.ndarray,
+    distance: np.ndarray,
+    core_level: float = DEFAULT_CORE_LEVEL,
+    min_size: int = DEFAULT_MIN_SIZE,
+    min_core: int = 4,
+) -> np.ndarray:
+    """Nuclei of a foreground mask cut along a predicted distance map (the split head's:
+    :mod:`sampo_engine.models.split_head`).
+
+    Each connected core of ``distance > core_level`` inside the foreground (at least
+    ``min_core`` px) seeds one nucleus; a watershed of ``-distance`` from the seeds fills the
+    foreground. Foreground pieces without a core stay one nucleus each. Fragments under
+    ``min_size`` px are dropped.
+
+    Args:
+        foreground: (H, W) bool nucleus mask, [row, col].
+        distance: (H, W) float normalised distance to the nucleus border (1 at centres).
+        core_level: the distance above which a pixel belongs to a nucleus' core, in (0, 1).
+        min_size: smallest nucleus kept, px.
+        min_core: smallest core that seeds a nucleus, px.
+
+    Returns:
+        (H, W) int32 labels, 0 = background, nuclei 1..N consecutively.
+    """
+    fg = np.asarray(foreground, dtype=bool)
+    distance = np.asarray(distance, dtype=np.float32)
+    if fg.shape != distance.shape or fg.ndim != 2:
+        raise DataError(
+            f"split_by_distance needs an (H, W) mask and an (H, W) distance of one size, got "
+            f"{fg.shape} and {distance.shape}"
+        )
+    if not 0.0 < core_level < 1.0:
+        raise DataError(f"core_level must lie in (0, 1), got {core_level}")
+    if not fg.any():
+        return np.zeros(fg.shape, dtype=np.int32)
+    cores, n_cores = ndi.label(fg & (distance > core_level))
+    if n_cores and min_core > 1:
+        small = np.bincount(cores.ravel(), minlength=n_cores + 1) < min_core
+        small[0] = False
+        cores[small[cores]] = 0
+    labels = watershed(-distance, cores, mask=fg) if cores.any() else np.zeros(fg.shape, np.int32)
+    # foreground pieces no core reached: one nucleus each
+    rest, n_rest = ndi.label(fg & (labels == 0))
+    if n_rest:
+        labels = np.where(rest > 0, rest + int(labels.max()), labels)
+    return drop_small(labels, min_size)

@@ -58,7 +58,8 @@ class Prediction:
     Attributes:
         prob: float32 blended foreground probability at full resolution (0 where no tile had a
             prompt).
-        mask: bool, ``prob > threshold``.
+        mask: bool, the foreground the nuclei were cut from (``prob > threshold``, or the
+            split head's: :mod:`~sampo_engine.predict.split`).
         labels: int32 instances 1..N, 0 = background.
         task: 't1' or 't2'.
         class_name: the class written to exports (None for T1 unless one was given).
@@ -150,6 +151,11 @@ class TilePredictor:
         self._torch = torch
         self._nuclei = None
         self._rgb = None  # the image as the model sees it (resampled by ``self.resample``)
+        self._rgb_image = None  # the image as given (the split head reads it)
+        from sampo_engine.predict.split import NucleusSplitter
+
+        #: how T1 nuclei are cut apart (``config.split_by``): the split head or the watershed
+        self.splitter = NucleusSplitter(self.config, self.model_type, self.resample, self.device)
         self._image_shape = None  # (H, W) of the image as given
         self._nuclei_image = None  # (index, its nuclei at the image's size): _image_nuclei
         #: the magnification check of the image set last (:func:`~sampo_engine.nuclei.scale.
@@ -255,6 +261,7 @@ class TilePredictor:
         rgb = to_rgb_uint8(image)
         image_shape = rgb.shape[:2]
         self.scale_check = check_scale(rgb, self.assumed_um_per_px, self.model_type)
+        self._rgb_image = rgb
         rgb = resample_image(rgb, self.resample)
         self._rgb, self._image_shape = rgb, image_shape
         grid = make_grid(rgb.shape[0], rgb.shape[1], self.image_size, self.config.overlap)
@@ -354,7 +361,6 @@ class TilePredictor:
             class_name: overrides ``config.class_name`` for the exports.
         """
         from sampo_engine.models.slots import slot_rule_for
-        from sampo_engine.predict.instances import split_instances
         from sampo_engine.predict.nucleus_classes import only_ids
         from sampo_engine.predict.resample import points_to_model, prob_to_image
 
@@ -410,16 +416,12 @@ class TilePredictor:
             else:
                 prob = prob_to_image(prob, shape)
             num = int(np.count_nonzero(nucleus.probability >= cfg.class_threshold))
-        else:
+        else:  # T1 by the split head where the model ships one; the decoder's T2 (the head
+            # learnt T1 probabilities) by the watershed
             prob = prob_to_image(prob, shape)
-            mask = prob > cfg.threshold
-            instances = split_instances(
-                prob,
-                threshold=cfg.threshold,
-                min_size=cfg.min_size,
-                min_distance=cfg.seed_distance,
-                sigma=cfg.seed_sigma,
-            )
+            cut = self.splitter.split(prob, self._rgb_image, head=task == "t1")
+            mask, instances = cut.mask, cut.labels
+            messages += cut.messages
             num = int(instances.max()) if instances.size else 0
         if progress is not None:
             progress(total, total)

@@ -1,0 +1,224 @@
+"""The nucleus split head: a small full-resolution convolutional network that reads the image
+and the segmentation model's foreground probability and draws, for every pixel, how far it
+lies inside its nucleus — the map the whole-tile predictor cuts touching nuclei apart with
+(:func:`~sampo_engine.predict.instances.split_by_distance`).
+
+Why: SAM's decoder gives logits at 1/4 of its input, so on whole images touching nuclei share
+logit cells and their masks merge or take the wrong shape (docs/instances.md: CoNSeP nuclei
+are found — centroid F1 68 — but most overlap their true nucleus at IoU < 0.5). The split head is
+the high-resolution path of HQ-SAM's kind reduced to its job: it sees the pixels (the pale gap
+between two nuclei) at full resolution and the model's answer (which nuclei the clicks asked
+for), and answers with
+
+- channel 0: a refined foreground logit (the nucleus mask at full resolution), and
+- channel 1: the normalised distance to the nucleus border — 0 at the border and outside,
+  1 at the centre of every nucleus, whatever its size (the target of HoVer-Net's and
+  StarDist's kind that a watershed splits best).
+
+Architecture: a two-level U-Net (widths ``width``, 2·``width``, 4·``width``; 3 × 3 convolutions,
+batch norm, ReLU; ~0.1 M parameters at width 16), receptive field ≈ 60 px at the image's
+resolution. Inputs are (B, 4, H, W): RGB scaled to [-0.5, 0.5] and the probability in [0, 1]
+(``inputs="image"``: RGB only, (B, 3, H, W)); H and W any size (padded to a multiple of 4
+inside).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sampo_engine.errors import DataError
+
+#: what a head reads: the image and the model's probability (R, G, B, p), or the image alone
+#: (R, G, B; the ablation that says whether the model's answer matters)
+INPUTS = {"image+prob": 4, "image": 3}
+#: output channels: foreground logit, normalised distance logit
+OUT_CHANNELS = 2
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SplitHead(nn.Module):
+    """(B, C, H, W) image (+ probability) → (B, 2, H, W) logits (foreground, distance);
+    C = 4 for ``inputs="image+prob"``, 3 for ``"image"``."""
+
+    def __init__(self, width: int = 16, inputs: str = "image+prob"):
+        super().__init__()
+        if width < 4:
+            raise DataError(f"split head width must be at least 4, got {width}")
+        if inputs not in INPUTS:
+            raise DataError(f"split head inputs must be one of {', '.join(INPUTS)}, not {inputs!r}")
+        self.width = int(width)
+        self.inputs = inputs
+        w = self.width
+        self.enc0 = _block(INPUTS[inputs], w)
+        self.enc1 = _block(w, 2 * w)
+        self.mid = _block(2 * w, 4 * w)
+        self.dec1 = _block(4 * w + 2 * w, 2 * w)
+        self.dec0 = _block(2 * w + w, w)
+        self.out = nn.Conv2d(w, OUT_CHANNELS, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 4, (-w) % 4
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        e0 = self.enc0(x)
+        e1 = self.enc1(F.max_pool2d(e0, 2))
+        m = self.mid(F.max_pool2d(e1, 2))
+        d1 = self.dec1(torch.cat([F.interpolate(m, scale_factor=2.0), e1], 1))
+        d0 = self.dec0(torch.cat([F.interpolate(d1, scale_factor=2.0), e0], 1))
+        return self.out(d0)[..., :h, :w]
+
+
+def head_input(rgb: np.ndarray, prob: np.ndarray, inputs: str = "image+prob") -> torch.Tensor:
+    """(1, C, H, W) float32 input of one image: ``rgb`` (H, W, 3) uint8 indexed [row, col]
+    and ``prob`` (H, W) float in [0, 1] on the same pixels (left out for ``inputs="image"``)."""
+    rgb = np.asarray(rgb)
+    prob = np.asarray(prob, dtype=np.float32)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[:2] != prob.shape:
+        raise DataError(
+            f"the split head needs an (H, W, 3) image and an (H, W) probability of the same "
+            f"size, got {rgb.shape} and {prob.shape}"
+        )
+    x = np.empty((INPUTS[inputs], *prob.shape), dtype=np.float32)
+    x[:3] = np.moveaxis(rgb, 2, 0).astype(np.float32) / 255.0 - 0.5
+    if inputs == "image+prob":
+        x[3] = np.clip(prob, 0.0, 1.0)
+    return torch.from_numpy(x)[None]
+
+
+#: windows of this side (px) are run one at a time on large images, with HALO px of context
+WINDOW = 512
+HALO = 32
+
+
+@torch.no_grad()
+def predict_split_maps(
+    head: SplitHead, rgb: np.ndarray, prob: np.ndarray, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The head's (H, W) float32 foreground probability and (H, W) float32 normalised distance
+    of one image (``rgb`` (H, W, 3) uint8, ``prob`` (H, W) in [0, 1], [row, col]).
+
+    Images larger than ``WINDOW`` px are run in windows with ``HALO`` px of overlap on each
+    side (the receptive field's reach), so memory stays bounded on whole tiles."""
+    head.eval()
+    x = head_input(rgb, prob, head.inputs)
+    h, w = prob.shape
+    fg = np.empty((h, w), dtype=np.float32)
+    dist = np.empty((h, w), dtype=np.float32)
+    for r in range(0, h, WINDOW):
+        for c in range(0, w, WINDOW):
+            r0, c0 = max(0, r - HALO), max(0, c - HALO)
+            r1, c1 = min(h, r + WINDOW + HALO), min(w, c + WINDOW + HALO)
+            out = torch.sigmoid(head(x[..., r0:r1, c0:c1].to(device))).cpu().numpy()[0]
+            rr, cc = (
+                slice(r - r0, r - r0 + min(WINDOW, h - r)),
+                slice(c - c0, c - c0 + min(WINDOW, w - c)),
+            )
+            fg[r : r + WINDOW, c : c + WINDOW] = out[0][rr, cc]
+            dist[r : r + WINDOW, c : c + WINDOW] = out[1][rr, cc]
+    return fg, dist
+
+
+def save_split_head(head: SplitHead, path: str | Path, metadata: dict | None = None) -> None:
+    """Write the head's weights (fp16 safetensors) atomically; ``metadata`` (str → str) is
+    stored in the file's header beside the width."""
+    from safetensors.torch import save_file
+
+    from sampo_engine.utils.atomic import atomic_path
+
+    state = {k: v.detach().cpu().to(torch.float16) if v.is_floating_point() else v.cpu()
+             for k, v in head.state_dict().items()}  # fmt: skip
+    meta = {"width": str(head.width), "inputs": head.inputs, "kind": "sampo-split-head"}
+    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    with atomic_path(Path(path)) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
+def split_head_metadata(path: str | Path) -> dict[str, str]:
+    """The header metadata of a head file (width, inputs, and what :func:`save_split_head` was
+    given: the chosen core level, the recipe …)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_split_head(path: str | Path, device: str = "cpu") -> SplitHead:
+    """The head stored at ``path`` by :func:`save_split_head`; a file that is not one (or is
+    damaged) is refused before any weight is used."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no split head file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types
+        raise DataError(f"{path} is not a readable safetensors file ({exc}); re-create it") from exc
+    if meta.get("kind") != "sampo-split-head":
+        raise DataError(f"{path} is not a split head (no 'kind: sampo-split-head' in its header)")
+    head = SplitHead(int(meta.get("width", 16)), meta.get("inputs", "image+prob"))
+    try:
+        head.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        )
+    except RuntimeError as exc:
+        raise DataError(f"{path} does not match the split head's layers: {exc}") from exc
+    return head.to(device).eval()
+
+
+def shipped_split_head(model_type: str, device: str = "cpu") -> tuple[SplitHead, dict] | None:
+    """The split head packaged for registry model ``model_type`` and its settings (the
+    ``split_head`` entry of the model's card: ``core_level``, ``min_size``, ``threshold`` …),
+    or None when the model declares none. The file is checked against the SHA-256 in the card
+    before any weight is used.
+
+    Raises:
+        DataError: the model declares a head but the file or its card entry is missing, or the
+            file does not match the card (damaged or replaced).
+    """
+    import json
+
+    from sampo_engine.models.availability import shipped_weights_dir
+    from sampo_engine.models.build import sha256_of
+    from sampo_engine.models.registry import SPECS
+
+    spec = SPECS.get(model_type)
+    if spec is None or not spec.split_head:
+        return None
+    folder = shipped_weights_dir()
+    path = folder / spec.split_head
+    card_path = (folder / spec.shipped_weights).with_suffix(".json")
+    remedy = "reinstall napari-sampo (pip install --force-reinstall napari-sampo)"
+    try:
+        entry = json.loads(card_path.read_text(encoding="utf-8")).get("split_head") or {}
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read the model card {card_path} ({err}); {remedy}") from None
+    if not path.is_file() or not entry.get("sha256"):
+        raise DataError(
+            f"{model_type}'s split head {spec.split_head} is missing from {folder} or its card; "
+            f"{remedy}, or use --split-by watershed"
+        )
+    if sha256_of(path) != entry["sha256"]:
+        raise DataError(
+            f"{path} does not match {card_path.name} (SHA-256 differs): the file is damaged or "
+            f"was replaced; {remedy}, or use --split-by watershed"
+        )
+    return load_split_head(path, device), entry

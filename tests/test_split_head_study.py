@@ -1,0 +1,39 @@
+"""tools/split_head_study.py (``sampo_engine.experiments.split_head_study``) end to end on
+generated data with a tiny model: cached maps, heads per arm and seed, the scores, the page and
+its plot (the real numbers are in docs/split_head.md)."""
+
+from sampo_engine.experiments import split_head_study
+from sampo_engine.experiments.split_head_study import read_rows
+from sampo_engine.models.build import build_sam, save_base_checkpoint
+from sampo_engine.models.split_head import load_split_head, split_head_metadata
+
+
+def test_the_study_trains_heads_scores_them_and_writes_the_page(split_dir, tmp_path):
+    base = tmp_path / "base.pth"
+    save_base_checkpoint(build_sam("tiny", None, 224), base)
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    args = ["--out", str(out), "--split-dir", str(split_dir), "--datasets", "typed"]
+    args += ["--model", "tiny", "--checkpoint", str(base), "--docs", str(docs)]
+    args += ["--seeds", "0", "1", "--steps", "3", "--crop", "32", "--batch-size", "2"]
+    args += ["--width", "4", "--core-levels", "0.4", "0.6", "--min-sizes", "16"]
+    split_head_study.main(["all", *args])
+
+    heads = sorted((out / "heads").glob("*.safetensors"))
+    assert [h.name for h in heads] == [
+        "image+prob_s0.safetensors", "image+prob_s1.safetensors",
+        "image_s0.safetensors", "image_s1.safetensors",
+    ]  # fmt: skip
+    assert load_split_head(heads[2]).inputs == "image"
+    assert split_head_metadata(heads[0])["steps"] == "3"
+    rows = read_rows(out / "rows.csv")
+    # 3 images × (the watershed + 2 arms × 2 seeds × 2 core levels)
+    assert len(rows) == 3 * (1 + 2 * 2 * 2)
+    assert {r["arm"] for r in rows} == {"watershed", "image+prob", "image"}
+    text = (docs / "split_head.md").read_text()
+    assert "## Answer" in text and "## Paired by seed" in text
+    assert "split head, image + probability (core >" in text and "| watershed of" in text
+    assert (docs / "images" / "split_head.png").stat().st_size > 1000
+
+    stamp = heads[0].stat().st_mtime_ns
+    split_head_study.main(["train", *args])  # cached: no head is trained again
+    assert heads[0].stat().st_mtime_ns == stamp

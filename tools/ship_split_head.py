@@ -1,0 +1,89 @@
+"""Package a split head trained by the split-head study as ``nuclei-small``'s
+(docs/split_head.md, docs/model.md).
+
+Copies ``<study>/heads/<arm>_s<seed>.safetensors`` into ``src/sampo_engine/models/weights/`` as
+``nuclei_small_split_head.safetensors`` and records in the model's card (``nuclei_small.json``,
+key ``split_head``): its SHA-256 (checked at every load), the core level chosen on the training
+images, the held-out numbers of the study, and the recipe.
+
+Usage::
+
+    python tools/ship_split_head.py --study runs/split_head --arm image+prob --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+FILE = "nuclei_small_split_head.safetensors"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", default=str(REPO / "runs" / "split_head"))
+    parser.add_argument("--arm", default="image+prob")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--weights", default=str(REPO / "src" / "sampo_engine" / "models" / "weights")
+    )
+    args = parser.parse_args(argv)
+
+    from sampo_engine.experiments.real_data.results import PRETTY
+    from sampo_engine.experiments.split_head_report import Arm
+    from sampo_engine.experiments.split_head_study import read_rows
+    from sampo_engine.models.split_head import load_split_head, split_head_metadata
+
+    study = Path(args.study)
+    head_file = study / "heads" / f"{args.arm}_s{args.seed}.safetensors"
+    head = load_split_head(head_file)  # refuses a file that is not a head
+    meta = split_head_metadata(head_file)
+    rows = read_rows(study / "rows.csv")
+    arm, base = Arm(rows, args.arm), Arm(rows, "watershed")
+    core, min_size = arm.setting
+    pq = arm.by_measure["pq"][args.seed]
+    ws = base.by_measure["pq"][-1]
+    weights = Path(args.weights)
+    dst = weights / FILE
+    tmp = dst.with_suffix(".tmp")
+    shutil.copyfile(head_file, tmp)
+    tmp.replace(dst)
+    dst.chmod(0o644)
+    card_path = weights / "nuclei_small.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card["split_head"] = {
+        "file": FILE,
+        "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(),
+        "bytes": dst.stat().st_size,
+        "inputs": head.inputs,
+        "width": head.width,
+        "threshold": 0.5,
+        "core_level": core,
+        "min_size_chosen": min_size,
+        "trained": {k: meta[k] for k in ("steps", "seed", "train_images", "seconds") if k in meta},
+        "recipe": "python tools/split_head_study.py all --out runs/split_head; python "
+        f"tools/ship_split_head.py --arm {args.arm} --seed {args.seed}",
+        "held_out_whole_image_t1_pq": {
+            PRETTY.get(d, d): round(100 * v, 1) for d, v in pq.items() if d != "macro"
+        },
+        "held_out_whole_image_t1_pq_watershed": {
+            PRETTY.get(d, d): round(100 * v, 1) for d, v in ws.items() if d != "macro"
+        },
+        "chosen_in": "docs/split_head.md",
+    }
+    tmp = card_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(card_path)
+    print(f"wrote {dst} ({dst.stat().st_size} bytes) and its entry in {card_path.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
