@@ -114,9 +114,15 @@ def predict_split_maps(
     of one image (``rgb`` (H, W, 3) uint8, ``prob`` (H, W) in [0, 1], [row, col]).
 
     Images larger than ``WINDOW`` px are run in windows with ``HALO`` px of overlap on each
-    side (the receptive field's reach), so memory stays bounded on whole tiles."""
+    side (the receptive field's reach), each window's input built on its own, so memory stays
+    bounded on whole tiles."""
     head.eval()
-    x = head_input(rgb, prob, head.inputs)
+    rgb, prob = np.asarray(rgb), np.asarray(prob)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[:2] != prob.shape:
+        raise DataError(
+            f"the split head needs an (H, W, 3) image and an (H, W) probability of the same "
+            f"size, got {rgb.shape} and {prob.shape}"
+        )
     h, w = prob.shape
     fg = np.empty((h, w), dtype=np.float32)
     dist = np.empty((h, w), dtype=np.float32)
@@ -124,7 +130,8 @@ def predict_split_maps(
         for c in range(0, w, WINDOW):
             r0, c0 = max(0, r - HALO), max(0, c - HALO)
             r1, c1 = min(h, r + WINDOW + HALO), min(w, c + WINDOW + HALO)
-            out = torch.sigmoid(head(x[..., r0:r1, c0:c1].to(device))).cpu().numpy()[0]
+            x = head_input(rgb[r0:r1, c0:c1], prob[r0:r1, c0:c1], head.inputs)  # one window
+            out = torch.sigmoid(head(x.to(device))).cpu().numpy()[0]
             rr, cc = (
                 slice(r - r0, r - r0 + min(WINDOW, h - r)),
                 slice(c - c0, c - c0 + min(WINDOW, w - c)),
