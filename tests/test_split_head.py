@@ -218,3 +218,21 @@ def test_asking_for_a_head_the_model_lacks_is_refused_with_the_remedy():
         TilePredictor(PredictConfig(model="tiny", device="cpu", split_by="head"))
     with pytest.raises(ConfigError, match="--split-by must be one of"):
         PredictConfig(split_by="peaks").validate()
+
+
+def test_the_head_sees_the_image_at_40x_whatever_the_model_is_shown():
+    """--um-per-px 0.5: the head runs on the image ×2 and its nuclei come back at the image's
+    size; --resample changes what the model sees, not the image's magnification."""
+    from skimage.transform import rescale
+
+    from sampo_engine.predict.predictor import PredictConfig, TilePredictor
+
+    image, _ = _real_tile_x2()
+    half = (rescale(image, 0.5, order=1, channel_axis=2) * 255).round().astype(np.uint8)
+    at_20x = TilePredictor(PredictConfig(model="nuclei-small", device="cpu", um_per_px=0.5))
+    assert at_20x.splitter.head_scale == pytest.approx(2.0)
+    at_20x.set_image(half)
+    pred = at_20x.predict(np.array([[50.0, 50.0]]), np.ones(1, np.int64), task="t1")
+    assert pred.labels.shape == pred.mask.shape == half.shape[:2] and pred.num_nuclei > 5
+    shown = TilePredictor(PredictConfig(model="nuclei-small", device="cpu", resample=1.0))
+    assert shown.splitter.head_scale == 1.0 and shown.resample == 1.0

@@ -155,7 +155,7 @@ class TilePredictor:
         from sampo_engine.predict.split import NucleusSplitter
 
         #: how T1 nuclei are cut apart (``config.split_by``): the split head or the watershed
-        self.splitter = NucleusSplitter(self.config, self.model_type, self.resample, self.device)
+        self.splitter = NucleusSplitter(self.config, self.model_type, self.device)
         self._image_shape = None  # (H, W) of the image as given
         self._nuclei_image = None  # (index, its nuclei at the image's size): _image_nuclei
         #: the magnification check of the image set last (:func:`~sampo_engine.nuclei.scale.

@@ -4,8 +4,9 @@
 of the probability (:func:`~sampo_engine.predict.instances.split_instances`, docs/instances.md).
 
 The head was trained on 40× images (about 0.25 µm/px) at their own resolution, so it runs on the
-image resampled by ``factor / own_factor`` (1 unless the image's pixel size was given:
-``--um-per-px 0.5`` → ×2) and its nuclei are brought back to the image's size.
+image resampled to 40× when its pixel size is given (``--um-per-px 0.5`` → ×2; otherwise the
+image is taken as 40×, whatever ``--resample`` shows the model) and its nuclei are brought back
+to the image's size.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ class NucleusSplitter:
     """The split of one predictor: resolves ``config.split_by`` for ``model_type`` once (loading
     the head), then :meth:`split` per prediction."""
 
-    def __init__(self, config, model_type: str, factor: float, device: str = "cpu"):
+    def __init__(self, config, model_type: str, device: str = "cpu"):
         from sampo_engine.models.split_head import shipped_split_head
-        from sampo_engine.predict.resample import own_factor
+        from sampo_engine.nuclei.scale import REFERENCE_UM_PER_PX
 
         self.config = config
         self.head, self.settings, self.messages = None, {}, []
-        self.head_scale = float(factor) / own_factor(model_type)
+        um_per_px = float(config.um_per_px or REFERENCE_UM_PER_PX)
+        self.head_scale = um_per_px / REFERENCE_UM_PER_PX  # the image at 40×
         if config.split_by == "watershed":
             return
         try:
