@@ -2,10 +2,14 @@
 generated data with a tiny model: cached maps, heads per arm and seed, the scores, the page and
 its plot (the real numbers are in docs/split_head.md)."""
 
+from pathlib import Path
+
 from sampo_engine.experiments import split_head_study
 from sampo_engine.experiments.split_head_study import read_rows
 from sampo_engine.models.build import build_sam, save_base_checkpoint
 from sampo_engine.models.split_head import load_split_head, split_head_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_study_trains_heads_scores_them_and_writes_the_page(split_dir, tmp_path):
@@ -37,3 +41,24 @@ def test_the_study_trains_heads_scores_them_and_writes_the_page(split_dir, tmp_p
     stamp = heads[0].stat().st_mtime_ns
     split_head_study.main(["train", *args])  # cached: no head is trained again
     assert heads[0].stat().st_mtime_ns == stamp
+
+    # packaging a head of the study: the file and its card entry (SHA-256, chosen core level)
+    import hashlib
+    import importlib.util
+    import json
+    import shutil
+
+    from sampo_engine.models.availability import shipped_weights_dir
+
+    spec = importlib.util.spec_from_file_location("ship", ROOT / "tools" / "ship_split_head.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(shipped_weights_dir() / "nuclei_small.json", weights / "nuclei_small.json")
+    ship.main(["--study", str(out), "--arm", "image", "--seed", "1", "--weights", str(weights)])
+    entry = json.loads((weights / "nuclei_small.json").read_text())["split_head"]
+    shipped = weights / ship.FILE
+    assert entry["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert entry["inputs"] == "image" and entry["core_level"] in (0.4, 0.6)
+    assert "--steps 3" in entry["recipe"] and load_split_head(shipped).inputs == "image"

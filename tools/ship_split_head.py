@@ -26,6 +26,14 @@ sys.path.insert(0, str(REPO / "src"))
 FILE = "nuclei_small_split_head.safetensors"
 
 
+def _rel(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default=str(REPO / "runs" / "split_head"))
@@ -68,8 +76,9 @@ def main(argv=None) -> int:
         "core_level": core,
         "min_size_chosen": min_size,
         "trained": {k: meta[k] for k in ("steps", "seed", "train_images", "seconds") if k in meta},
-        "recipe": "python tools/split_head_study.py all --out runs/split_head; python "
-        f"tools/ship_split_head.py --arm {args.arm} --seed {args.seed}",
+        "recipe": f"python tools/split_head_study.py all --out {_rel(study)} --steps "
+        f"{meta.get('steps', '?')}; python tools/ship_split_head.py --study {_rel(study)} --arm "
+        f"{args.arm} --seed {args.seed}",
         "held_out_whole_image_t1_pq": {
             PRETTY.get(d, d): round(100 * v, 1) for d, v in pq.items() if d != "macro"
         },
