@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -137,6 +136,7 @@ def stage_train(args) -> None:
 
     from sampo_engine.models.split_head import save_split_head
     from sampo_engine.train.split_head import SplitHeadConfig, load_examples, train_split_head
+    from sampo_engine.utils.atomic import write_json_atomic
 
     pairs = [(npz, image) for _, npz, image in map_pairs(args, "train")]
     if not pairs:
@@ -164,7 +164,7 @@ def stage_train(args) -> None:
             path = head_path(args, arm, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             save_split_head(head, path, meta)
-            (path.with_suffix(".losses.json")).write_text(json.dumps(log["losses"]))
+            write_json_atomic(path.with_suffix(".losses.json"), log["losses"])
 
 
 def _settings(args):
