@@ -28,7 +28,7 @@ TARGET_SECONDS = 0.3
 def run(
     size: int = 2048,
     repeats: int = 5,
-    classifier: str = "logreg",
+    classifier: str = "blend",
     seed: int = 0,
     resample: float = 1.0,
 ) -> dict:
@@ -72,6 +72,7 @@ def run(
         "resample": resample,
         "nuclei": int(len(ids)),
         "classifier": classifier,
+        "type_head": predictor.type_head is not None,
         "encode_seconds": round(encode, 3),
         "describe_seconds": round(describe, 3),
         "rescore_seconds": round(rescore, 4),
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--classifier", default="logreg")
+    parser.add_argument("--classifier", default="blend", help="the predictor's default")
     parser.add_argument(
         "--resample",
         type=float,

@@ -292,8 +292,11 @@ def test_whole_images_are_segmented_with_the_tiled_predictor(setup, tmp_path):
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
     whole = next(e for e in m["methods"] if e["kind"] == "adapter")["whole_image"]
-    # T1, and T2 in each mode side by side on the same clicks ('t2' = the first mode's block)
-    assert set(whole) == {"t1", "t2", "t2:decoder", "t2:exemplar", "t2:hybrid"}
+    # T1, and T2 in each mode side by side on the same clicks ('t2' = the first mode's block),
+    # and the T1 answer scored as the T2 answer (what ignoring the clicked type scores)
+    assert set(whole) == {"t1", "t2", "t2:decoder", "t2:exemplar", "t2:hybrid",
+                          "t2:T1 answer as T2"}  # fmt: skip
+    assert whole["t2:T1 answer as T2"]["n"] == whole["t2:decoder"]["n"]
     assert whole["t1"]["n"] == 2  # one T1 query per image
     assert whole["t2"]["mode"] == "decoder" and whole["t2"]["dice"] == whole["t2:decoder"]["dice"]
     n_t2 = whole["t2:decoder"]["n"]
@@ -311,10 +314,11 @@ def test_whole_images_are_segmented_with_the_tiled_predictor(setup, tmp_path):
         assert 0 <= block["refused"] <= block["n"]
     # the classical floor is scored whole too: its own T2 rule and the exemplar classifier
     floor = next(e for e in m["methods"] if e["kind"] == "classical")["whole_image"]
-    assert set(floor) == {"t1", "t2", "t2:decoder", "t2:exemplar"}
+    assert set(floor) == {"t1", "t2", "t2:decoder", "t2:exemplar", "t2:T1 answer as T2"}
     report = (out / "report.md").read_text()
     assert "## Whole images (tiled predictor)" in report
     assert "## Whole images: per class (T2)" in report and "T2 (exemplar)" in report
+    assert "T2 (T1 answer as T2)" in report
     # the clicks fall in one tile and are the same for every method (seeded by image + intent)
     sample = read_folder(setup / "test")[1]  # 240 x 300: 2 x 2 tiles of 224
     boxes = [(0, 224, 0, 224), (0, 224, 76, 300), (16, 240, 0, 224), (16, 240, 76, 300)]
@@ -348,9 +352,12 @@ def test_a_query_the_method_refuses_is_an_empty_answer_counted_as_refused(monkey
     monkeypatch.setattr(whole, "_whole_image_predictor", lambda model, dev, rule, split: Refusing())
     rows = whole.score_whole_images(None, dataset, [0], "both", t2_modes=("decoder",))
     t1 = [r for r in rows if r["task"] == "t1"]
-    t2 = [r for r in rows if r["task"] == "t2"]
+    t2 = [r for r in rows if r["task"] == "t2" and r["t2_mode"] == "decoder"]
     assert t1 and t2 and all(r["refused"] is None for r in t1)
     assert all("names a nucleus" in r["refused"] and r["dice"] == 0 and r["pq"] == 0 for r in t2)
+    # the T1 answer scored as T2 is not a query the method answers: never refused
+    as_t2 = [r for r in rows if r["t2_mode"] == whole.T1_AS_T2]
+    assert len(as_t2) == len(t2) and all(r["refused"] is None for r in as_t2)
     summary = whole.summarize_whole(rows)
     assert summary["t1"]["refused"] == 0 and summary["t2"]["refused"] == len(t2)
     assert np.isfinite(summary["t1"]["dice"]) and summary["t1"]["dice"] > 0

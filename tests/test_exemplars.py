@@ -199,7 +199,9 @@ def predictor(tile):
     s = tile[0]
     torch.manual_seed(0)  # random weights: their pooled features are noise the classifier sees
     model = load_model("tiny", allow_random=True, image_size=224)
-    p = TilePredictor(PredictConfig(model="tiny", device="cpu"), model=model)
+    # the descriptors' classifier alone: no type head (generated nuclei have no real types)
+    cfg = PredictConfig(model="tiny", device="cpu", type_head="off", classifier="logreg")
+    p = TilePredictor(cfg, model=model)
     p.set_image(s.image)
     return p
 

@@ -96,7 +96,9 @@ def test_main_job_starts_with_the_real_tile(offline, tmp_path):
     assert numbers["model"] == NAME
     assert numbers["t1_nuclei"] > 100 and numbers["dots_inside_t1"] > 0.8
     assert 0 < numbers["t2_nuclei"] < numbers["t1_nuclei"]  # T2 keeps a part of the nuclei
-    assert numbers["t2_coverage"] > 0.5 and 0 < numbers["t2_precision"] <= 1
+    assert numbers["t2_coverage"] > 0.5
+    # the type head's view of the nuclei: most picked nuclei are lymphocytes (53 % without it)
+    assert 0.8 < numbers["t2_precision"] <= 1
     folder = tmp_path / "real_tile"
     for name in ("t1_labels.tif", "t1.geojson", "t1.csv", "t2_lymphocyte.csv", "overlay.png"):
         assert (folder / name).stat().st_size > 100, name

@@ -39,6 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from sampo_engine.data.points import read_class_points  # noqa: E402
 from sampo_engine.eval.nucleus_match import (  # noqa: E402
     centroid_f1,
     label_centroids,
@@ -49,14 +50,8 @@ from sampo_engine.scoring.metrics import dice  # noqa: E402
 CONSEP_HELD_OUT = ("train_11", "train_14", "train_19", "train_21", "train_26")
 POINT_SETS = ("brca_m2c_points", "crchisto_points")
 CLASSIFIERS = ("logreg", "spreading", "nearest")
-
-
-def _read_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    xy = np.array([[float(r["x"]), float(r["y"])] for r in rows]).reshape(-1, 2)
-    cls = np.array([int(r.get("class", 0) or 0) for r in rows], np.int64)
-    return xy, cls
+#: the classifiers that read a type head's general types (scored when one is given)
+TYPE_CLASSIFIERS = ("types", "blend")
 
 
 def point_clicks(xy, cls, target: int, seed: int, name: str):
@@ -84,17 +79,38 @@ class Sources:
 
             cfg = PredictConfig(
                 model=args.model, checkpoint=args.checkpoint or "", adapter=args.adapter or "",
-                device="cpu",
+                device="cpu", type_head=args.type_head or "off",
             )  # fmt: skip
             self.predictor = TilePredictor(cfg)
+        self.type_net = None
+        if args.type_head:
+            from sampo_engine.models.type_head import load_type_head
+
+            self.type_net = load_type_head(args.type_head)
+        from sampo_engine.predict import nucleus_classes
+
+        if args.type_weight is not None:
+            nucleus_classes.GROUP_WEIGHTS["type"] = args.type_weight
+        for item in filter(None, args.group_weights.split(",")):
+            group, weight = item.split("=")
+            nucleus_classes.GROUP_WEIGHTS[group] = float(weight)
+
+    def types(self, um_per_px: float):
+        """The type head's descriptor columns for an image of ``um_per_px`` (None: no head)."""
+        if self.type_net is None:
+            return None
+        from sampo_engine.predict.nucleus_classes import type_head_columns
+
+        return type_head_columns(self.type_net, um_per_px)
 
 
-def _classify(image, nuclei, points, labels, rule: str):
+def _classify(image, nuclei, points, labels, rule: str, types=None):
     from sampo_engine.predict.nucleus_classes import NucleiIndex, score_t2
 
-    index = NucleiIndex.build("study", image, nuclei)
+    index = NucleiIndex.build("study", image, nuclei, nucleus_types=types)
     out = {}
-    for method in CLASSIFIERS if rule == "all" else (rule,):
+    methods = CLASSIFIERS + (TYPE_CLASSIFIERS if types is not None else ())
+    for method in methods if rule == "all" else (rule,):
         res = score_t2(index, points, labels, "exemplar", method=method)
         out[method] = index.keep(np.flatnonzero(res.probability >= 0.5))
     return out
@@ -109,6 +125,12 @@ def _model_answers(predictor, image, points, labels, fresh: bool):
     for mode in ("exemplar", "hybrid", "decoder"):
         predictor.config.t2_mode = mode
         out[f"model-{mode}"] = predictor.predict(points, labels, task="t2").labels
+    if predictor.type_head is not None:  # the classifiers that read its general types
+        predictor.config.t2_mode = "exemplar"
+        for method in TYPE_CLASSIFIERS:
+            predictor.config.classifier = method
+            out[f"model-exemplar-{method}"] = predictor.predict(points, labels, task="t2").labels
+        predictor.config.classifier = "logreg"
     return out
 
 
@@ -147,7 +169,8 @@ def run_consep(args, sources, writer) -> None:
                 for src, nuc in nuclei.items():
                     if src == "gt" and "gt" not in args.sources:
                         continue
-                    for method, ans in _classify(image, nuc, pts, lab, "all").items():
+                    got = _classify(image, nuc, pts, lab, "all", sources.types(0.25))
+                    for method, ans in got.items():
                         answers[f"{src}-{method}"] = ans
                 if "classical" in nuclei:
                     from sampo_engine.eval.classical import clicked_selection
@@ -178,7 +201,7 @@ def run_points(args, sources, writer, dataset: str) -> None:
     held = [m["id"] for m in meta["images"] if m.get("split") in ("val", "validation")]
     for name in held[: args.max_point_images]:
         image = imread(folder / f"{name}_image.png")[..., :3]
-        xy, cls = _read_points(folder / f"{name}_points.csv")
+        xy, cls = read_class_points(folder / f"{name}_points.csv")
         classical = hematoxylin_instances(image) if "classical" in args.sources else None
         big = None
         first_model = True
@@ -190,7 +213,8 @@ def run_points(args, sources, writer, dataset: str) -> None:
                 pts, lab = clicks
                 answers = {}  # (labels, scale of the map relative to the dots)
                 if classical is not None:
-                    for method, ans in _classify(image, classical, pts, lab, "all").items():
+                    got = _classify(image, classical, pts, lab, "all", sources.types(0.5))
+                    for method, ans in got.items():
                         answers[f"classical-{method}"] = (ans, 1)
                     sel = clicked_selection(image, classical, pts, lab)
                     answers["classical-floor"] = (np.where(sel, classical, 0), 1)
@@ -264,6 +288,11 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default="")
     parser.add_argument("--adapter", default="")
     parser.add_argument("--tag", default="floor")
+    parser.add_argument(
+        "--type-head", default="", help="a type head .safetensors (docs/type_head.md)"
+    )
+    parser.add_argument("--type-weight", type=float, default=None, help="weight of its columns")
+    parser.add_argument("--group-weights", default="", help="e.g. stain=0,morphology=0.5")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

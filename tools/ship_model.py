@@ -81,7 +81,22 @@ def main(argv=None) -> int:
     if args.card_extra:
         card.update(json.loads(Path(args.card_extra).read_text()))
     card_path = out / f"{FILE}.json"
-    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    old = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    if "type_head" in old:  # it reads the pixels only: it stays valid for a new base
+        card["type_head"] = old["type_head"]
+        for key in ("brca_m2c_points", "crchisto_points"):
+            if key in old.get("training_data", {}):
+                card["training_data"] = {**card["training_data"], key: old["training_data"][key]}
+        if "CRCHistoPhenotypes" in old.get("licence", ""):
+            card["licence"] = old["licence"]
+    if "split_head" in old:  # it read the old base's probabilities: ship a new one
+        print(
+            "the split head's card entry is dropped (it was trained on the old base's "
+            "probabilities): run tools/ship_split_head.py for the new base"
+        )
+    tmp = card_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    tmp.replace(card_path)
     print(f"{weights} ({weights.stat().st_size / 1e6:.1f} MB), card {card_path}")
     return 0
 

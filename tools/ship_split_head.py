@@ -14,9 +14,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -47,6 +44,7 @@ def main(argv=None) -> int:
     from sampo_engine.experiments.real_data.results import PRETTY
     from sampo_engine.experiments.split_head_report import Arm
     from sampo_engine.experiments.split_head_study import read_rows
+    from sampo_engine.models.small_nets import read_card, ship_file, write_card
     from sampo_engine.models.split_head import load_split_head, split_head_metadata
 
     study = Path(args.study)
@@ -59,17 +57,11 @@ def main(argv=None) -> int:
     pq = arm.by_measure["pq"][args.seed]
     ws = base.by_measure["pq"][-1]
     weights = Path(args.weights)
-    dst = weights / FILE
-    tmp = dst.with_suffix(".tmp")
-    shutil.copyfile(head_file, tmp)
-    tmp.replace(dst)
-    dst.chmod(0o644)
+    shipped = ship_file(head_file, weights, FILE)
     card_path = weights / "nuclei_small.json"
-    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card = read_card(card_path)
     card["split_head"] = {
-        "file": FILE,
-        "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(),
-        "bytes": dst.stat().st_size,
+        **shipped,
         "inputs": head.inputs,
         "width": head.width,
         "threshold": 0.5,
@@ -87,9 +79,8 @@ def main(argv=None) -> int:
         },
         "chosen_in": "docs/split_head.md",
     }
-    tmp = card_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(card_path)
+    write_card(card_path, card)
+    dst = weights / FILE
     print(f"wrote {dst} ({dst.stat().st_size} bytes) and its entry in {card_path.name}")
     return 0
 

@@ -51,6 +51,10 @@ def one_tile_clicks(inst, cls, intent: Intent, boxes: Sequence[tuple], seed: int
     return clicks_in_box(inst, cls, intent, boxes[best], rng)
 
 
+#: the t2_mode of the rows that score the image's T1 answer as the T2 answer
+T1_AS_T2 = "T1 answer as T2"
+
+
 def score_whole_images(
     model,
     dataset,
@@ -74,7 +78,9 @@ def score_whole_images(
     / ``class_recall`` score the answer's nuclei against the true nuclei of the intent by
     centroid within ``match_radius`` px (:mod:`~sampo_engine.eval.nucleus_match`; for T1 it is
     the detection F1 of all nuclei). ``split``: how the predictor cuts touching nuclei
-    (``PredictConfig.split_by``).
+    (``PredictConfig.split_by``). With ``task="both"`` every T2 intent also gets a row of
+    t2_mode :data:`T1_AS_T2`: the image's T1 answer scored as the T2 answer (what a method that
+    ignores which type was clicked would score).
     """
     from sampo_engine.eval.nucleus_match import centroid_f1, label_centroids
     from sampo_engine.predict.tiling import make_grid
@@ -96,6 +102,7 @@ def score_whole_images(
             (int(y), int(y) + grid.tile, int(x), int(x) + grid.tile)
             for y, x in zip(grid.y0, grid.x0)
         ]
+        t1_answer = None  # (mask, labels, prompted) of the image's T1 query
         for intent in available_intents(inst, cls, task):
             clicks = one_tile_clicks(inst, cls, intent, boxes, seed, sample.name)
             if clicks is None:
@@ -103,14 +110,22 @@ def score_whole_images(
             target = target_mask(inst, cls, intent)
             truth = np.where(target, inst, 0)
             _, true_centroids = label_centroids(truth)
-            for mode in t2_modes if intent.task == "t2" else (None,):
-                if mode is not None:
+            modes = list(t2_modes) if intent.task == "t2" else [None]
+            if intent.task == "t2" and t1_answer is not None:
+                modes.append(T1_AS_T2)
+            for mode in modes:
+                if mode not in (None, T1_AS_T2):
                     predictor.config.t2_mode = mode
                 refused = None
                 try:
-                    pred = predictor.predict(clicks[0], clicks[1], task=intent.task)
-                    mask, labels = pred.mask, pred.labels
-                    prompted = pred.tiles_with_prompts + pred.tiles_propagated
+                    if mode == T1_AS_T2:
+                        mask, labels, prompted = t1_answer
+                    else:
+                        pred = predictor.predict(clicks[0], clicks[1], task=intent.task)
+                        mask, labels = pred.mask, pred.labels
+                        prompted = pred.tiles_with_prompts + pred.tiles_propagated
+                        if intent.task == "t1":
+                            t1_answer = (mask, labels, prompted)
                 except DataError as err:
                     # the method cannot answer these clicks (e.g. its nuclei merged into one
                     # blob that every click names): scored as an empty answer, and counted

@@ -41,14 +41,6 @@ POINT_SETS = ("brca_m2c_points", "crchisto_points")
 ARMS = ("points", "control")
 
 
-def _read_points(path: Path):
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    xy = np.array([[float(r["x"]), float(r["y"])] for r in rows]).reshape(-1, 2)
-    cls = np.array([int(r.get("class", 0) or 0) for r in rows], np.int64)
-    return xy, cls
-
-
 def stage_labels(args) -> None:
     """Pseudo-labelled folders ``OUT/data/<set>``: the training images ×2 with the T1 nuclei of
     ``nuclei-small`` (3 clicks: the dots nearest the centre) that hold a dot, classed by it."""
@@ -57,6 +49,7 @@ def stage_labels(args) -> None:
     from tqdm import tqdm
 
     from sampo_engine.data.folder import write_folder
+    from sampo_engine.data.points import read_class_points
     from sampo_engine.data.pseudo import pseudo_labels_from_points
     from sampo_engine.data.sample import NucleiSample
     from sampo_engine.predict.predictor import PredictConfig, TilePredictor
@@ -76,7 +69,7 @@ def stage_labels(args) -> None:
             image = imread(folder / f"{name}_image.png")[..., :3]
             big = rescale(image, 2, order=1, channel_axis=2, preserve_range=True)
             big = np.clip(np.round(big), 0, 255).astype(np.uint8)
-            xy, cls = _read_points(folder / f"{name}_points.csv")
+            xy, cls = read_class_points(folder / f"{name}_points.csv")
             xy = xy * 2 + 0.5  # pixel centres of the resampled grid
             keep = cls > 0
             xy, cls = xy[keep], cls[keep]

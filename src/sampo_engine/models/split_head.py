@@ -32,23 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sampo_engine.errors import DataError
+from sampo_engine.models.small_nets import conv_block, read_half, save_half
 
 #: what a head reads: the image and the model's probability (R, G, B, p), or the image alone
 #: (R, G, B; the ablation that says whether the model's answer matters)
 INPUTS = {"image+prob": 4, "image": 3}
 #: output channels: foreground logit, normalised distance logit
 OUT_CHANNELS = 2
-
-
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
 
 
 class SplitHead(nn.Module):
@@ -64,11 +54,11 @@ class SplitHead(nn.Module):
         self.width = int(width)
         self.inputs = inputs
         w = self.width
-        self.enc0 = _block(INPUTS[inputs], w)
-        self.enc1 = _block(w, 2 * w)
-        self.mid = _block(2 * w, 4 * w)
-        self.dec1 = _block(4 * w + 2 * w, 2 * w)
-        self.dec0 = _block(2 * w + w, w)
+        self.enc0 = conv_block(INPUTS[inputs], w)
+        self.enc1 = conv_block(w, 2 * w)
+        self.mid = conv_block(2 * w, 4 * w)
+        self.dec1 = conv_block(4 * w + 2 * w, 2 * w)
+        self.dec0 = conv_block(2 * w + w, w)
         self.out = nn.Conv2d(w, OUT_CHANNELS, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,16 +134,9 @@ def predict_split_maps(
 def save_split_head(head: SplitHead, path: str | Path, metadata: dict | None = None) -> None:
     """Write the head's weights (fp16 safetensors) atomically; ``metadata`` (str → str) is
     stored in the file's header beside the width."""
-    from safetensors.torch import save_file
-
-    from sampo_engine.utils.atomic import atomic_path
-
-    state = {k: v.detach().cpu().to(torch.float16) if v.is_floating_point() else v.cpu()
-             for k, v in head.state_dict().items()}  # fmt: skip
     meta = {"width": str(head.width), "inputs": head.inputs, "kind": "sampo-split-head"}
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
-    with atomic_path(Path(path)) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    save_half(head, path, meta)
 
 
 def split_head_metadata(path: str | Path) -> dict[str, str]:
@@ -168,24 +151,10 @@ def split_head_metadata(path: str | Path) -> dict[str, str]:
 def load_split_head(path: str | Path, device: str = "cpu") -> SplitHead:
     """The head stored at ``path`` by :func:`save_split_head`; a file that is not one (or is
     damaged) is refused before any weight is used."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"no split head file at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types
-        raise DataError(f"{path} is not a readable safetensors file ({exc}); re-create it") from exc
-    if meta.get("kind") != "sampo-split-head":
-        raise DataError(f"{path} is not a split head (no 'kind: sampo-split-head' in its header)")
+    meta, state = read_half(path, "sampo-split-head", "split head")
     head = SplitHead(int(meta.get("width", 16)), meta.get("inputs", "image+prob"))
     try:
-        head.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        )
+        head.load_state_dict(state)
     except RuntimeError as exc:
         raise DataError(f"{path} does not match the split head's layers: {exc}") from exc
     return head.to(device).eval()
@@ -201,11 +170,9 @@ def shipped_split_head(model_type: str, device: str = "cpu") -> tuple[SplitHead,
         DataError: the model declares a head but the file or its card entry is missing, or the
             file does not match the card (damaged or replaced).
     """
-    import json
-
     from sampo_engine.models.availability import shipped_weights_dir
-    from sampo_engine.models.build import sha256_of
     from sampo_engine.models.registry import SPECS
+    from sampo_engine.models.small_nets import verified_entry
 
     spec = SPECS.get(model_type)
     if spec is None or not spec.split_head:
@@ -213,19 +180,7 @@ def shipped_split_head(model_type: str, device: str = "cpu") -> tuple[SplitHead,
     folder = shipped_weights_dir()
     path = folder / spec.split_head
     card_path = (folder / spec.shipped_weights).with_suffix(".json")
-    remedy = "reinstall napari-sampo (pip install --force-reinstall napari-sampo)"
-    try:
-        entry = json.loads(card_path.read_text(encoding="utf-8")).get("split_head") or {}
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read the model card {card_path} ({err}); {remedy}") from None
-    if not path.is_file() or not entry.get("sha256"):
-        raise DataError(
-            f"{model_type}'s split head {spec.split_head} is missing from {folder} or its card; "
-            f"{remedy}, or use --split-by watershed"
-        )
-    if sha256_of(path) != entry["sha256"]:
-        raise DataError(
-            f"{path} does not match {card_path.name} (SHA-256 differs): the file is damaged or "
-            f"was replaced; {remedy}, or use --split-by watershed"
-        )
+    entry = verified_entry(
+        path, card_path, "split_head", f"{model_type} split head", "--split-by watershed"
+    )
     return load_split_head(path, device), entry

@@ -11,7 +11,10 @@ For every nucleus of an instance map (H, W) of an RGB H&E image (H, W, 3):
 - **embedding** (optional): the image encoder's features (the cached tile embeddings of
   :class:`~sampo_engine.predict.predictor.TilePredictor`: no second encoder pass) averaged over
   the 16 px cells the nucleus covers, in the tile where its centroid lies most centrally, reduced
-  to ``embedding_dims`` principal components over the image's nuclei.
+  to ``embedding_dims`` principal components over the image's nuclei;
+- **type** (optional): what a nucleus type head trained on expert-classed nuclei says of each
+  nucleus (:mod:`sampo_engine.models.type_head`: log-probabilities of the classes it was trained
+  on), given as a function of the image and the centroids (``nucleus_types``).
 
 Coordinates: maps are indexed [row, col]; :attr:`NucleusDescriptors.centroids` are (row, col).
 Nothing here depends on the clicks, so one set of descriptors serves every re-scoring.
@@ -64,7 +67,7 @@ class NucleusDescriptors:
         names: the F column names (morphology, stain, the neighbourhood's ``nb_...``, then
             ``emb0`` ... when embeddings were given).
         groups: the group of each column: 'morphology' | 'stain' | 'neighbourhood' |
-            'embedding'.
+            'embedding' | 'type' | 'general'.
     """
 
     ids: np.ndarray
@@ -327,6 +330,7 @@ def describe_nuclei(
     ring: int = DEFAULT_RING,
     embedding_dims: int = DEFAULT_EMBEDDING_DIMS,
     neighbours: int = DEFAULT_NEIGHBOURS,
+    nucleus_types=None,
 ) -> NucleusDescriptors:
     """Descriptors of every nucleus of ``labels`` (see the module docstring).
 
@@ -339,6 +343,9 @@ def describe_nuclei(
         ring: width of the surrounding ring in px (0 = no ring columns' content).
         embedding_dims: principal components kept of the pooled embeddings.
         neighbours: nuclei averaged into the neighbourhood columns (0 = none).
+        nucleus_types: None, or a function ``(rgb (H, W, 3) uint8, centroids (N, 2) (row, col))
+            → (names (K,), (N, K) columns, groups (K,))`` whose columns join the descriptors
+            (groups 'type' — a training set's classes — and 'general' — the general types).
     """
     from sampo_engine.errors import DataError
     from sampo_engine.utils.imageio import to_rgb_uint8
@@ -380,6 +387,12 @@ def describe_nuclei(
         blocks.append(comps)
         names = names + tuple(f"emb{i}" for i in range(comps.shape[1]))
         groups = groups + ("embedding",) * comps.shape[1]
+    if nucleus_types is not None:
+        type_names, columns, type_groups = nucleus_types(rgb, centroids)
+        columns = np.asarray(columns, np.float64).reshape(len(ids), len(type_names))
+        blocks.append(columns)
+        names = names + tuple(type_names)
+        groups = groups + tuple(type_groups)
     features = np.concatenate(blocks, axis=1)
     features = np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
     return NucleusDescriptors(ids, centroids, features, names, groups)

@@ -23,7 +23,11 @@ Steps (:func:`classify_nuclei`):
      (:class:`sklearn.semi_supervised.LabelSpreading`): unlabelled nuclei carry the labels
      along dense regions of descriptor space;
    - ``nearest`` — each nucleus takes the class of its nearest exemplar (the classical floor's
-     rule), as a reference.
+     rule), as a reference;
+   - ``types`` — with a type head's general-type columns among the descriptors: the general
+     type each clicked class points at (:mod:`~sampo_engine.nuclei.general_types`), falling back
+     to ``logreg`` with a message when the clicks point at none;
+   - ``blend`` — the mean of ``types`` and ``logreg``.
 
 Fallbacks, never a silent empty answer: with exemplars of one class only (positives, no
 negative), the ``max(3, 25 %)`` nuclei least like them (farthest from their mean in the
@@ -39,7 +43,7 @@ import numpy as np
 
 from sampo_engine.errors import DataError
 
-METHODS = ("logreg", "spreading", "nearest")
+METHODS = ("logreg", "spreading", "nearest", "types", "blend")
 DEFAULT_METHOD = "logreg"
 #: how far from a nucleus a click on background may lie and still name it, in px
 DEFAULT_SNAP_RADIUS = 6.0
@@ -181,6 +185,26 @@ def _pseudo_other(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.argsort(-d, kind="stable")[:count]
 
 
+def _general_types(descriptors, rows, classes, num_classes, one_vs_rest):
+    """(N, K) probabilities from the general types the clicks point at, or None; and a message."""
+    from sampo_engine.nuclei.general_types import match_general_types
+
+    groups = getattr(descriptors, "groups", ())
+    keep = [i for i, g in enumerate(groups) if g == "general"]
+    if not keep:
+        return None, (
+            "no type head described these nuclei (--type-head off, or none shipped): the "
+            "nuclei were classified by their descriptors"
+        )
+    names = tuple(descriptors.names[i].rsplit("_", 1)[-1] for i in keep)
+    p = np.exp(descriptors.features[:, keep].astype(np.float64))
+    p /= np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+    typed, said = match_general_types(p, rows, classes, num_classes, names, one_vs_rest)
+    if typed is None:
+        said += "; the nuclei were classified by their descriptors instead"
+    return typed, said
+
+
 def _balanced_weights(classes: np.ndarray) -> np.ndarray:
     """Sample weights that give every class the same total (1): 3 positives weigh as much as
     5 negatives."""
@@ -200,6 +224,7 @@ def classify_nuclei(
     C: float = DEFAULT_C,
     neighbours: int = DEFAULT_NEIGHBOURS,
     standardised: np.ndarray | None = None,
+    one_vs_rest: bool = False,
 ) -> NucleusScores:
     """Class probabilities for every nucleus from the clicked exemplars.
 
@@ -213,6 +238,8 @@ def classify_nuclei(
         groups: descriptor groups used.
         standardised: :func:`standardise` of the selected columns, if already computed (it does
             not depend on the clicks).
+        one_vs_rest: binary T2 (class 0 = the wanted type, 1 = anything else): ``types`` matches
+            class 0 only.
     """
     if method not in METHODS:
         raise DataError(f"unknown classifier {method!r}; choose one of {', '.join(METHODS)}")
@@ -254,19 +281,32 @@ def classify_nuclei(
         )
     probs = np.zeros((n, num_classes), np.float64)
     fitted = np.unique(fit_classes)
-    if method == "nearest":
+    typed = None
+    if method in ("types", "blend"):
+        typed, said = _general_types(descriptors, rows, classes, num_classes, one_vs_rest)
+        messages.append(said)
+        if typed is not None and method == "types":
+            probs = typed
+        method_run = "logreg" if method == "blend" or typed is None else None
+    else:
+        method_run = method
+    if method_run is None:
+        pass
+    elif method_run == "nearest":
         d = np.linalg.norm(x[:, None, :] - x[fit_rows][None], axis=2)  # (N, M)
         per_class = np.stack(
             [d[:, fit_classes == k].min(axis=1) for k in fitted], axis=1
         )  # (N, K')
         soft = np.exp(-(per_class - per_class.min(axis=1, keepdims=True)))
         probs[:, fitted] = soft / soft.sum(axis=1, keepdims=True)
-    elif method == "logreg":
+    elif method_run == "logreg":
         from sklearn.linear_model import LogisticRegression
 
         clf = LogisticRegression(C=C, max_iter=2000)
         clf.fit(x[fit_rows], fit_classes, sample_weight=_balanced_weights(fit_classes))
         probs[:, clf.classes_] = clf.predict_proba(x)
+        if typed is not None:  # blend
+            probs = 0.5 * (probs + typed)
     else:
         from sklearn.semi_supervised import LabelSpreading
 

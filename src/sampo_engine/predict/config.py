@@ -13,6 +13,7 @@ import numpy as np
 from sampo_engine._config import DEVICES, option
 from sampo_engine.errors import ConfigError, DataError
 from sampo_engine.models.registry import MODEL_TYPES
+from sampo_engine.nuclei.exemplars import METHODS
 from sampo_engine.predict.nucleus_classes import DEFAULT_T2_MODE, T2_MODES
 from sampo_engine.predict.propagation import (
     DEFAULT_MIN_SIMILARITY,
@@ -24,6 +25,12 @@ from sampo_engine.predict.split import SPLITS
 from sampo_engine.tasks import TASKS  # noqa: F401  (re-exported: the CLI and the widget)
 
 MAX_POINTS = MAX_POSITIVE + MAX_NEGATIVE
+
+#: exemplar T2's classifier: the mean of the general type the clicks point at and the logistic
+#: regression on the descriptors — best on CoNSeP's nucleus F1 and T2 Dice, near the best
+#: precision on the point sets with more of each class covered (docs/type_head.md); without a
+#: type head it is the logistic regression
+DEFAULT_CLASSIFIER = "blend"
 
 #: What ``sampo-engine predict`` can be asked: a task, or ``classes`` (every nucleus labelled
 #: with one of several named classes: :meth:`TilePredictor.classify`).
@@ -100,11 +107,12 @@ class PredictConfig:
         choices=T2_MODES,
     )
     classifier: str = option(
-        "logreg",
+        DEFAULT_CLASSIFIER,
         "exemplar/hybrid T2: the classifier fitted on the clicked nuclei (logreg = class-"
         "balanced logistic regression; spreading = label spreading over all nuclei; nearest = "
-        "nearest clicked nucleus)",
-        choices=("logreg", "spreading", "nearest"),
+        "nearest clicked nucleus; types = the general type the type head knows that the clicks "
+        "point at; blend = the mean of types and logreg; docs/type_head.md)",
+        choices=METHODS,
     )
     class_threshold: float = option(
         0.5, "exemplar/hybrid T2: keep a nucleus when its probability of the clicked type ≥ this"
@@ -141,6 +149,14 @@ class PredictConfig:
         "docs/split_head.md); watershed = distance-transform watershed of the probability "
         "(--seed-distance, --seed-sigma); auto = head where the model ships one",
         choices=SPLITS,
+    )
+    type_head: str = option(
+        "auto",
+        "T2 by nucleus and classes: what tells nucleus types apart besides size, shape and "
+        "stain — auto = the packaged type head (trained on 48k expert-classed nuclei; it reads "
+        "the pixels, so it serves every model; docs/type_head.md), off = none, or the path of "
+        "a type head "
+        ".safetensors (tools/train_type_head.py)",
     )
     slot_rule: str = option(
         "auto",
@@ -206,6 +222,11 @@ class PredictConfig:
         if self.split_by not in SPLITS:
             raise ConfigError(
                 f"--split-by must be one of {', '.join(SPLITS)}, not {self.split_by!r}"
+            )
+        if self.type_head not in ("auto", "off") and not self.type_head.endswith(".safetensors"):
+            raise ConfigError(
+                f"--type-head must be auto, off or a type head .safetensors file, not "
+                f"{self.type_head!r}"
             )
 
 

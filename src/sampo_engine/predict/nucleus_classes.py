@@ -36,7 +36,14 @@ DEFAULT_T2_MODE = "exemplar"
 #: weight of each descriptor group after standardisation: the neighbourhood's columns are the
 #: mean of other nuclei's and count half (where cell types do not cluster they are noise, and
 #: 3 + 3 examples cannot tell; docs/exemplars.md)
-GROUP_WEIGHTS = {"morphology": 1.0, "stain": 1.0, "neighbourhood": 0.5, "embedding": 1.0}
+GROUP_WEIGHTS = {
+    "morphology": 1.0,
+    "stain": 1.0,
+    "neighbourhood": 0.5,
+    "embedding": 1.0,
+    "type": 1.0,
+    "general": 1.0,
+}
 
 
 def weighted_features(descriptors) -> np.ndarray:
@@ -46,6 +53,23 @@ def weighted_features(descriptors) -> np.ndarray:
     x = standardise(descriptors.features)
     weights = np.array([GROUP_WEIGHTS.get(g, 1.0) for g in descriptors.groups])
     return x * weights[None, :] if x.size else x
+
+
+def type_head_columns(net, um_per_px: float):
+    """The ``nucleus_types`` function of :func:`~sampo_engine.nuclei.descriptors.
+    describe_nuclei` for a type head (:class:`~sampo_engine.models.type_head.NucleusTypeNet`)
+    reading an image of ``um_per_px`` µm/px: its log-probability columns, group 'general' for
+    the general types, 'type' for the training sets' own classes."""
+    from sampo_engine.models.type_head import GENERAL, type_columns
+
+    names = net.column_names()
+    groups = tuple("general" if n.startswith(f"type_{GENERAL}_") else "type" for n in names)
+
+    def columns(rgb, centroids):
+        logp, _ = type_columns(net, rgb, centroids, um_per_px)
+        return names, logp, groups
+
+    return columns
 
 
 def only_ids(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -75,11 +99,17 @@ class NucleiIndex:
     standardised: np.ndarray
 
     @classmethod
-    def build(cls, key: str, image, labels, embeddings=None, grid=None) -> NucleiIndex:
+    def build(
+        cls, key: str, image, labels, embeddings=None, grid=None, nucleus_types=None
+    ) -> NucleiIndex:
+        """Describe every nucleus of ``labels`` (H, W) on ``image`` (H, W, 3); ``nucleus_types``
+        (optional): the type head's columns (:func:`type_head_columns`)."""
         from sampo_engine.nuclei.descriptors import describe_nuclei
 
         labels = np.asarray(labels, dtype=np.int32)
-        desc = describe_nuclei(image, labels, embeddings=embeddings, grid=grid)
+        desc = describe_nuclei(
+            image, labels, embeddings=embeddings, grid=grid, nucleus_types=nucleus_types
+        )
         return cls(key, labels, desc, weighted_features(desc))
 
     def mean_under(self, prob: np.ndarray) -> np.ndarray:
@@ -149,6 +179,7 @@ def score_t2(
         2,
         method=method,
         standardised=index.standardised,
+        one_vs_rest=True,
     )
     p = scores.probabilities[:, 0].astype(np.float32)
     if mode == "hybrid":

@@ -156,6 +156,10 @@ class TilePredictor:
 
         #: how T1 nuclei are cut apart (``config.split_by``): the split head or the watershed
         self.splitter = NucleusSplitter(self.config, self.model_type, self.device)
+        from sampo_engine.models.type_head import resolve_type_head
+
+        #: the nucleus type head that joins the descriptors of T2 by nucleus (``type_head``)
+        self.type_head, self._type_messages = resolve_type_head(self.config.type_head, self.device)
         self._image_shape = None  # (H, W) of the image as given
         self._nuclei_image = None  # (index, its nuclei at the image's size): _image_nuclei
         #: the magnification check of the image set last (:func:`~sampo_engine.nuclei.scale.
@@ -330,7 +334,8 @@ class TilePredictor:
     def _image_messages(self) -> list[str]:
         """What every result on this image says first (a far-off magnification)."""
         check = self.scale_check
-        return [check.message] if check is not None and check.message else []
+        first = [check.message] if check is not None and check.message else []
+        return first + list(self._type_messages)
 
     def _require_image(self):
         if self._entry is None:
@@ -465,7 +470,7 @@ class TilePredictor:
         by exemplar T2 and :meth:`classify` until the image changes. ``embeddings=False``
         describes the nuclei by morphology and stain alone (e.g. for a model whose features
         mean nothing yet)."""
-        from sampo_engine.predict.nucleus_classes import NucleiIndex
+        from sampo_engine.predict.nucleus_classes import NucleiIndex, type_head_columns
         from sampo_engine.predict.resample import labels_to_shape
 
         entry = self._require_image()
@@ -481,6 +486,9 @@ class TilePredictor:
             labels_to_shape(labels, entry.grid.shape),  # as the model sees the image
             embeddings=entry.embeddings if embeddings else None,
             grid=entry.grid,
+            nucleus_types=None
+            if self.type_head is None
+            else type_head_columns(self.type_head, self.assumed_um_per_px / self.resample),
         )
         return self._nuclei
 

@@ -1,0 +1,162 @@
+"""The type-head study's page (tools/type_head_study.py report) from hand-made rows: an effect on
+every training seed is called, a null one is not."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sampo_engine.experiments.type_head_report import comparison, measure, verdict
+
+REPO = Path(__file__).resolve().parents[1]
+FIELDS = ["dataset", "image", "class", "seed", "rule", "f1", "precision", "recall", "dice",
+          "coverage", "held"]  # fmt: skip
+
+
+def _rows(shift: float, rng) -> list[dict]:
+    rows = []
+    for seed in (0, 1, 2):
+        for image in ("a", "b"):
+            for c in (1, 2, 3):
+                noise = rng.normal(0, 0.005)
+                rows.append(
+                    {
+                        "dataset": "brca_m2c_points",
+                        "image": image,
+                        "class": c,
+                        "seed": seed,
+                        "rule": "classical-logreg",
+                        "precision": 0.5 + shift + noise,
+                        "coverage": 0.7,
+                    }
+                )
+                rows.append({"dataset": "consep", "image": image, "class": c + 1, "seed": seed,
+                             "rule": "gt-logreg", "f1": 0.5, "dice": 0.4})  # fmt: skip
+    return rows
+
+
+def test_measures_average_images_then_classes_then_seeds():
+    rows = [
+        {"dataset": "d", "rule": "r", "class": 1, "seed": 0, "f1": 0.2},
+        {"dataset": "d", "rule": "r", "class": 1, "seed": 0, "f1": 0.4},
+        {"dataset": "d", "rule": "r", "class": 2, "seed": 0, "f1": 0.9},
+        {"dataset": "d", "rule": "r", "class": 1, "seed": 1, "f1": 0.5},
+        {"dataset": "d", "rule": "r", "class": 2, "seed": 1, "f1": "nan"},
+    ]
+    m = measure(rows, "d", "r", "f1")
+    assert np.isclose(m["mean"], (0.6 + 0.5) / 2) and np.isclose(m["classes"][2], 0.9)
+    assert measure(rows, "d", "other", "f1") is None
+    assert verdict([0.05, 0.04, 0.06], 0.01) == "better"
+    assert verdict([0.05, -0.01, 0.06], 0.01) == "no difference"
+    assert verdict([-0.05, -0.04, -0.06], 0.01) == "worse"
+
+
+def test_the_page_calls_an_effect_on_every_seed_and_not_a_null_one(tmp_path):
+    rng = np.random.default_rng(0)
+    out = tmp_path / "study"
+    (out / "rows").mkdir(parents=True)
+    for tag, shift in (("base", 0.0), ("head_s0", 0.1), ("head_s1", 0.12), ("head_s2", 0.09)):
+        with open(out / "rows" / f"rows_{tag}.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(_rows(shift, rng))
+    for seed in (0, 1, 2):
+        log = {"seconds": 600, "steps": 10, "config": {"batch_size": 128},
+               "train_counts": {"brca_m2c_points": {"lymphocyte": 5, "tumor": 7}},
+               "held_out_counts": {"brca_m2c_points": {"lymphocyte": 2, "tumor": 3}},
+               "held_out_accuracy": {"brca_m2c_points": {"accuracy": 0.8, "balanced": 0.75,
+                                                          "lymphocyte": 0.7, "tumor": 0.8}}}  # fmt: skip
+        (out / f"type_head_seed{seed}.json").write_text(json.dumps(log))
+
+    def read(tag):
+        with open(out / "rows" / f"rows_{tag}.csv", newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    records = comparison(read("base"), {s: read(f"head_s{s}") for s in (0, 1, 2)})
+    by = {(r["rule"], r["method"], r["key"]): r["verdict"] for r in records}
+    assert by[("classical-logreg", "logreg", "precision")] == "better"
+    assert by[("classical-logreg", "logreg", "coverage")] == "no difference"
+    assert by[("gt-logreg", "logreg", "f1")] == "no difference"
+    assert not any(r["method"] != "logreg" for r in records)  # no types/blend rows were given
+    spec = importlib.util.spec_from_file_location("ths", REPO / "tools" / "type_head_study.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    assert tool.main(["report", "--out", str(out), "--docs", str(docs)]) == 0
+    page = (docs / "type_head.md").read_text()
+    line = next(x for x in page.splitlines() if "| BRCA-M2C precision | logreg | 49" in x)
+    assert line.endswith("| better |") and line.count("/ +") == 2
+    assert "| brca_m2c_points | 5 | 80.0 ± 0.0 | 75.0 ± 0.0 |" in page
+
+
+def _tiny_sets(root: Path) -> tuple[Path, Path]:
+    """A shared-data folder with both point sets (2 train + 1 val image each) and a study split
+    with CoNSeP- and PanNuke-like instance sets (1 image each in train and test)."""
+    import tifffile
+    from skimage.io import imsave
+
+    rng = np.random.default_rng(0)
+    shared, split = root / "shared", root / "split"
+    for name, k in (("brca_m2c_points", 3), ("crchisto_points", 4)):
+        folder = shared / name
+        folder.mkdir(parents=True)
+        images = [{"id": f"i{j}", "split": "train" if j < 2 else "val"} for j in range(3)]
+        meta = {"classes": {str(c): f"c{c}" for c in range(1, k + 1)}, "images": images}
+        (folder / "meta.json").write_text(json.dumps(meta))
+        for rec in images:
+            imsave(folder / f"{rec['id']}_image.png", rng.integers(0, 255, (60, 60, 3), np.uint8))
+            pts = "\n".join(f"{x},{y},{1 + (x + y) % k}" for x in (10, 30, 50) for y in (10, 40))
+            (folder / f"{rec['id']}_points.csv").write_text("x,y,class\n" + pts + "\n")
+    for part in ("train", "test"):
+        for name, k in (("consep_train", 4), ("pannuke_breast_2class", 2)):
+            folder = split / part / name
+            folder.mkdir(parents=True)
+            classes = {"0": "background", **{str(c): f"c{c}" for c in range(1, k + 1)}}
+            (folder / "meta.json").write_text(json.dumps({"classes": classes}))
+            inst = np.zeros((80, 80), np.uint16)
+            cls = np.zeros((80, 80), np.uint8)
+            for j in range(8):
+                r, c = 5 + 9 * j, 5 + 8 * j
+                inst[r : r + 6, c : c + 6] = j + 1
+                cls[r : r + 6, c : c + 6] = 1 + j % k
+            imsave(folder / "a_image.png", rng.integers(0, 255, (80, 80, 3), np.uint8))
+            tifffile.imwrite(folder / "a_inst.tif", inst)
+            tifffile.imwrite(folder / "a_class.tif", cls)
+    return shared, split
+
+
+def test_the_recipe_tool_trains_saves_and_measures_a_head_then_keeps_it(tmp_path):
+    from sampo_engine.models.type_head import GENERAL, load_type_head
+
+    shared, split = _tiny_sets(tmp_path)
+    spec = importlib.util.spec_from_file_location("tth", REPO / "tools" / "train_type_head.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "heads"
+    args = ["--out", str(out), "--shared", str(shared), "--split-root", str(split),
+            "--epochs", "2", "--batch-size", "8", "--width", "4", "--threads", "1"]  # fmt: skip
+    assert tool.main(args) == 0
+    head = out / "type_head_seed0.safetensors"
+    log = json.loads(head.with_suffix(".json").read_text())
+    assert log["train_counts"]["brca_m2c_points"] == {"c1": 4, "c2": 4, "c3": 4}
+    assert sum(log["held_out_counts"]["crchisto_points"].values()) == 6
+    assert set(log["held_out_accuracy"]) == {"brca_m2c_points", "crchisto_points", "consep",
+                                             "pannuke_2", GENERAL}  # fmt: skip
+    net = load_type_head(head)
+    assert net.heads[GENERAL] == ("inflammatory", "epithelial", "stromal", "other")
+    stamp = head.stat().st_mtime_ns
+    assert tool.main(args) == 0  # kept, measured again
+    assert head.stat().st_mtime_ns == stamp
+
+
+def test_the_head_rules_are_named_after_the_sources_rules():
+    from sampo_engine.experiments.type_head_report import head_rule
+
+    assert head_rule("gt-logreg", "-types") == "gt-types"
+    assert head_rule("model-exemplar", "-blend") == "model-exemplar-blend"
+    assert head_rule("classical-logreg", "") == "classical-logreg"
