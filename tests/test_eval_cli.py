@@ -349,7 +349,7 @@ def test_a_query_the_method_refuses_is_an_empty_answer_counted_as_refused(monkey
             return super().predict(points_xy, labels, task=task, **kw)
 
     dataset = make_synthetic_dataset(1, 224, seed=3)
-    monkeypatch.setattr(whole, "_whole_image_predictor", lambda model, dev, rule, split: Refusing())
+    monkeypatch.setattr(whole, "_whole_image_predictor", lambda *args: Refusing())
     rows = whole.score_whole_images(None, dataset, [0], "both", t2_modes=("decoder",))
     t1 = [r for r in rows if r["task"] == "t1"]
     t2 = [r for r in rows if r["task"] == "t2" and r["t2_mode"] == "decoder"]

@@ -330,3 +330,19 @@ def test_the_packaged_head_is_verified_used_by_default_and_a_damaged_one_is_name
     predictor.set_image(img)
     pred = predictor.predict(np.array([[50.0, 30.0]]), np.ones(1, np.int64), task="t1")
     assert any("type head unusable" in m for m in pred.messages)
+
+
+def test_eval_reads_the_head_for_the_floor_too_and_refuses_a_bad_setting():
+    from sampo_engine.eval.classical import ClassicalTilePredictor
+    from sampo_engine.eval.config import EvalConfig
+
+    with pytest.raises(ConfigError, match="--type-head must be auto, off or"):
+        EvalConfig(data="x", out="y", type_head="maybe").validate()
+    img = _disc_image([(30, 50), (80, 100), (40, 120), (90, 30)], 6, [(20, 20, 90)] * 4)
+    floor = ClassicalTilePredictor(type_head="auto")
+    assert floor.type_head is not None and floor.config.classifier == "blend"
+    floor.set_image(img)
+    floor.predict(np.array([[50.0, 30.0], [100.0, 80.0]]), np.array([1, 0]), task="t2")
+    assert "general" in floor._index.descriptors.groups
+    plain = ClassicalTilePredictor()
+    assert plain.type_head is None and plain.config.classifier == "logreg"

@@ -161,17 +161,24 @@ class ClassicalTilePredictor:
     T1: every hematoxylin nucleus of the image. T2, by ``config.t2_mode``: ``decoder`` (the
     floor has no decoder: its own nearest-look rule, :func:`clicked_selection`) or
     ``exemplar`` / ``hybrid`` (the few-shot classifier of
-    :mod:`~sampo_engine.predict.nucleus_classes` on the floor's nuclei, morphology and stain
-    only). It separates what the classifier gains from what a learned segmentation gains.
+    :mod:`~sampo_engine.predict.nucleus_classes` on the floor's nuclei: morphology and stain,
+    and the type head's columns with ``type_head`` — ``PredictConfig.type_head``; the image is
+    taken as 40×). It separates what the classifier gains from what a learned segmentation
+    gains.
     """
 
     name = NAME
 
-    def __init__(self, tile: int = 224, overlap: int = 32):
+    def __init__(self, tile: int = 224, overlap: int = 32, type_head: str = "off"):
         from types import SimpleNamespace
 
+        from sampo_engine.models.type_head import resolve_type_head
+        from sampo_engine.predict.config import DEFAULT_CLASSIFIER
+
+        self.type_head, _ = resolve_type_head(type_head)
+        classifier = DEFAULT_CLASSIFIER if self.type_head is not None else "logreg"
         self.config = SimpleNamespace(
-            t2_mode="exemplar", classifier="logreg", class_threshold=0.5, snap_radius=6.0
+            t2_mode="exemplar", classifier=classifier, class_threshold=0.5, snap_radius=6.0
         )
         self._tile, self._overlap = tile, overlap
         self.tile_grid = None
@@ -193,7 +200,8 @@ class ClassicalTilePredictor:
     def predict(self, points_xy, labels, task: str = "t1"):
         from types import SimpleNamespace
 
-        from sampo_engine.predict.nucleus_classes import NucleiIndex, score_t2
+        from sampo_engine.nuclei.scale import REFERENCE_UM_PER_PX
+        from sampo_engine.predict.nucleus_classes import NucleiIndex, score_t2, type_head_columns
 
         inst = self._inst
         nucleus = None
@@ -203,7 +211,10 @@ class ClassicalTilePredictor:
             answer = np.where(clicked_selection(self._image, inst, points_xy, labels), inst, 0)
         else:
             if self._index is None:
-                self._index = NucleiIndex.build("classical", self._image, inst)
+                types = None
+                if self.type_head is not None:
+                    types = type_head_columns(self.type_head, REFERENCE_UM_PER_PX)
+                self._index = NucleiIndex.build("classical", self._image, inst, nucleus_types=types)
             nucleus = score_t2(
                 self._index, points_xy, labels, "exemplar",
                 method=self.config.classifier, snap_radius=self.config.snap_radius,

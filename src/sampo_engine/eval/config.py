@@ -100,6 +100,12 @@ class EvalConfig:
         "docs/split_head.md)",
         choices=SPLITS,
     )
+    type_head: str = option(
+        "auto",
+        "with --whole-images: the nucleus type head that T2 by nucleus reads (auto = the "
+        "packaged one, also for the classical floor's nuclei; off = none; or a .safetensors "
+        "file; docs/type_head.md)",
+    )
     match_radius: float = option(
         12.0,
         "with --whole-images: centroid distance (px) within which a predicted nucleus matches a "
@@ -152,6 +158,11 @@ class EvalConfig:
             )
         if self.match_radius <= 0:
             raise ConfigError(f"--match-radius must be > 0 px, got {self.match_radius}")
+        if self.type_head not in ("auto", "off") and not self.type_head.endswith(".safetensors"):
+            raise ConfigError(
+                f"--type-head must be auto, off or a type head .safetensors file, not "
+                f"{self.type_head!r}"
+            )
         if self.split_by not in SPLITS:
             raise ConfigError(
                 f"--split-by must be one of {', '.join(SPLITS)}, not {self.split_by!r}"

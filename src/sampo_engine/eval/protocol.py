@@ -152,6 +152,7 @@ def _whole_images(model, m: Method, plan: EvalPlan, config: EvalConfig, device) 
         model, plan.dataset, plan.image_indices, config.task, config.seed,
         str(device), config.instances, slot_rule=config.slot_rule,
         t2_modes=modes, match_radius=config.match_radius, split=config.split_by,
+        type_head=config.type_head,
     )  # fmt: skip
     return summarize_whole(rows)
 

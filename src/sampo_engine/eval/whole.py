@@ -68,6 +68,7 @@ def score_whole_images(
     t2_modes: Sequence[str] = ("exemplar",),
     match_radius: float = 12.0,
     split: str = "auto",
+    type_head: str = "auto",
 ) -> list[dict]:
     """One record per (image, intent[, T2 mode]): dice, iou, and pq / f1 when ``instances``.
 
@@ -78,7 +79,8 @@ def score_whole_images(
     / ``class_recall`` score the answer's nuclei against the true nuclei of the intent by
     centroid within ``match_radius`` px (:mod:`~sampo_engine.eval.nucleus_match`; for T1 it is
     the detection F1 of all nuclei). ``split``: how the predictor cuts touching nuclei
-    (``PredictConfig.split_by``). With ``task="both"`` every T2 intent also gets a row of
+    (``PredictConfig.split_by``); ``type_head``: the nucleus type head T2 by nucleus reads
+    (``PredictConfig.type_head``, for the floor's nuclei too). With ``task="both"`` every T2 intent also gets a row of
     t2_mode :data:`T1_AS_T2`: the image's T1 answer scored as the T2 answer (what a method that
     ignores which type was clicked would score).
     """
@@ -87,7 +89,7 @@ def score_whole_images(
     from sampo_engine.scoring.metrics import get_fast_pq
     from sampo_engine.scoring.queries import dice_iou
 
-    predictor = _whole_image_predictor(model, device, slot_rule, split)
+    predictor = _whole_image_predictor(model, device, slot_rule, split, type_head)
     rows = []
     for i in indices:
         sample = dataset[i]
@@ -164,13 +166,15 @@ def score_whole_images(
     return rows
 
 
-def _whole_image_predictor(model, device: str, slot_rule: str, split: str = "auto"):
+def _whole_image_predictor(
+    model, device: str, slot_rule: str, split: str = "auto", type_head: str = "auto"
+):
     from sampo_engine.eval.classical import ClassicalFloor, ClassicalTilePredictor
     from sampo_engine.predict.predictor import PredictConfig, TilePredictor
 
     if isinstance(model, ClassicalFloor):
-        return ClassicalTilePredictor()
-    config = PredictConfig(device=device, slot_rule=slot_rule, split_by=split)
+        return ClassicalTilePredictor(type_head=type_head)
+    config = PredictConfig(device=device, slot_rule=slot_rule, split_by=split, type_head=type_head)
     return TilePredictor(config, model=model)
 
 
