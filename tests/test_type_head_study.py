@@ -160,3 +160,76 @@ def test_the_head_rules_are_named_after_the_sources_rules():
     assert head_rule("gt-logreg", "-types") == "gt-types"
     assert head_rule("model-exemplar", "-blend") == "model-exemplar-blend"
     assert head_rule("classical-logreg", "") == "classical-logreg"
+
+
+def _disc_sets(root: Path) -> Path:
+    """A shared-data folder the exemplar study reads: CoNSeP's five held-out images and one
+    validation image of each point set, purple discs of four sizes on pink."""
+    import tifffile
+    from skimage.draw import disk
+    from skimage.io import imsave
+
+    from sampo_engine.experiments.exemplar_study import CONSEP_HELD_OUT
+
+    rng = np.random.default_rng(1)
+
+    def tile(shape, k):
+        img = np.zeros((*shape, 3), np.uint8)
+        img[:] = (235, 190, 210)
+        inst = np.zeros(shape, np.uint16)
+        cls = np.zeros(shape, np.uint8)
+        dots = []
+        n = 0
+        for r in range(14, shape[0] - 14, 26):
+            for c in range(14, shape[1] - 14, 26):
+                n += 1
+                k_here = 1 + n % k
+                rr, cc = disk((r, c), 3 + 2 * k_here, shape=shape)
+                img[rr, cc] = (60 + 25 * k_here, 30, 120) + rng.integers(0, 10, 3)
+                inst[rr, cc], cls[rr, cc] = n, k_here
+                dots.append((c, r, k_here))
+        return img, inst, cls, dots
+
+    shared = root / "shared"
+    consep = shared / "consep_train"
+    consep.mkdir(parents=True)
+    for name in CONSEP_HELD_OUT:
+        img, inst, cls, _ = tile((240, 240), 4)
+        imsave(consep / f"{name}_image.png", img, check_contrast=False)
+        tifffile.imwrite(consep / f"{name}_inst.tif", inst)
+        tifffile.imwrite(consep / f"{name}_class.tif", cls)
+    for name, k in (("brca_m2c_points", 3), ("crchisto_points", 4)):
+        folder = shared / name
+        folder.mkdir(parents=True)
+        meta = {"classes": {str(c): f"c{c}" for c in range(1, k + 1)},
+                "images": [{"id": "v0", "split": "val"}]}  # fmt: skip
+        (folder / "meta.json").write_text(json.dumps(meta))
+        img, _, _, dots = tile((160, 160), k)
+        imsave(folder / "v0_image.png", img, check_contrast=False)
+        rows = "\n".join(f"{x},{y},{c}" for x, y, c in dots)
+        (folder / "v0_points.csv").write_text("x,y,class\n" + rows + "\n")
+    return shared
+
+
+def test_the_exemplar_study_scores_every_source_and_classifier(tmp_path):
+    from sampo_engine.experiments.exemplar_study import main
+    from sampo_engine.models.type_head import GENERAL, NucleusTypeNet, save_type_head
+
+    shared = _disc_sets(tmp_path)
+    head = tmp_path / "head.safetensors"
+    heads = {"a": ("x", "y"), GENERAL: ("inflammatory", "epithelial", "stromal", "other")}
+    save_type_head(NucleusTypeNet(heads, width=4, embed=4), head)
+    out = tmp_path / "rows"
+    args = ["--out", str(out), "--shared", str(shared), "--seeds", "0", "--max-point-images", "1",
+            "--type-head", str(head), "--tag", "t"]  # fmt: skip
+    assert main(args) == 0
+    with open(out / "rows_t.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rules = {(r["dataset"], r["rule"]) for r in rows}
+    for rule in ("gt-logreg", "gt-types", "gt-blend", "classical-logreg", "classical-floor"):
+        assert ("consep", rule) in rules
+    assert ("brca_m2c_points", "classical-blend") in rules
+    assert ("crchisto_points", "classical-types") in rules
+    gt = [float(r["f1"]) for r in rows if r["rule"] == "gt-logreg"]
+    assert gt and all(0 <= v <= 1 for v in gt)
+    assert "## consep" in (out / "summary_t.md").read_text()
