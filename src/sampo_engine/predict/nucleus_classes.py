@@ -59,8 +59,11 @@ def type_head_columns(net, um_per_px: float):
     """The ``nucleus_types`` function of :func:`~sampo_engine.nuclei.descriptors.
     describe_nuclei` for a type head (:class:`~sampo_engine.models.type_head.NucleusTypeNet`)
     reading an image of ``um_per_px`` µm/px: its log-probability columns, group 'general' for
-    the general types, 'type' for the training sets' own classes."""
+    the general types, 'type' for the training sets' own classes; None without a head."""
     from sampo_engine.models.type_head import GENERAL, type_columns
+
+    if net is None:
+        return None
 
     names = net.column_names()
     groups = tuple("general" if n.startswith(f"type_{GENERAL}_") else "type" for n in names)

@@ -152,12 +152,11 @@ class TilePredictor:
         self._nuclei = None
         self._rgb = None  # the image as the model sees it (resampled by ``self.resample``)
         self._rgb_image = None  # the image as given (the split head reads it)
+        from sampo_engine.models.type_head import resolve_type_head
         from sampo_engine.predict.split import NucleusSplitter
 
         #: how T1 nuclei are cut apart (``config.split_by``): the split head or the watershed
         self.splitter = NucleusSplitter(self.config, self.model_type, self.device)
-        from sampo_engine.models.type_head import resolve_type_head
-
         #: the nucleus type head that joins the descriptors of T2 by nucleus (``type_head``)
         self.type_head, self._type_messages = resolve_type_head(self.config.type_head, self.device)
         self._image_shape = None  # (H, W) of the image as given
@@ -334,8 +333,7 @@ class TilePredictor:
     def _image_messages(self) -> list[str]:
         """What every result on this image says first (a far-off magnification)."""
         check = self.scale_check
-        first = [check.message] if check is not None and check.message else []
-        return first + list(self._type_messages)
+        return ([check.message] if check and check.message else []) + self._type_messages
 
     def _require_image(self):
         if self._entry is None:
@@ -486,9 +484,7 @@ class TilePredictor:
             labels_to_shape(labels, entry.grid.shape),  # as the model sees the image
             embeddings=entry.embeddings if embeddings else None,
             grid=entry.grid,
-            nucleus_types=None
-            if self.type_head is None
-            else type_head_columns(self.type_head, self.assumed_um_per_px / self.resample),
+            nucleus_types=type_head_columns(self.type_head, self.assumed_um_per_px / self.resample),
         )
         return self._nuclei
 
