@@ -271,6 +271,9 @@ def test_the_clicks_pick_the_general_type_they_point_at():
     flat = np.full((4, 4), 0.25)
     probs, said = match_general_types(flat, rows, classes, 2, names, one_vs_rest=True)
     assert probs is None and "tells the clicked nuclei apart" in said
+    # only positives: the type over-represented among them against the tile's nuclei
+    probs, said = match_general_types(p, np.array([0, 1]), np.array([0, 0]), 2, names, True)
+    assert probs is not None and "'inflammatory'" in said
     # two classes on one type → refused
     probs, said = match_general_types(p, np.array([0, 1, 2]), np.array([0, 1, 2]), 3, names)
     assert probs is None and "same general type" in said

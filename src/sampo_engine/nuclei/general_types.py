@@ -6,7 +6,8 @@ supervised by 48,000 expert-classed nuclei. Three clicks on lymphocytes then nee
 classifier what a lymphocyte looks like: they only have to say *which* of the known types is
 meant. For every clicked class k the type that separates its exemplars best from the other
 exemplars is chosen — the largest gap between the mean probability of k's exemplars and that of
-the rest — and every nucleus takes that type's probability.
+the rest (of all the tile's nuclei when only k was clicked) — and every nucleus takes that
+type's probability.
 
 The choice is refused (None, with the reason) when no type separates the exemplars by at least
 :data:`MIN_SEPARATION`, or when two clicked classes point at the same type: the clicks then mean
@@ -49,9 +50,11 @@ def match_general_types(
     chosen = []
     for k in wanted:
         mine, rest = rows[classes == k], rows[classes != k]
-        if len(mine) == 0 or len(rest) == 0:
-            return None, "each class needs exemplars of its own and of another class"
-        gap = p[mine].mean(axis=0) - p[rest].mean(axis=0)
+        if len(mine) == 0:
+            return None, "each class needs exemplars of its own"
+        # only this class clicked: compare with the tile's nuclei as a whole
+        reference = p[rest].mean(axis=0) if len(rest) else p.mean(axis=0)
+        gap = p[mine].mean(axis=0) - reference
         t = int(np.argmax(gap))
         if gap[t] < MIN_SEPARATION:
             return None, (
