@@ -133,6 +133,13 @@ def stage_report(args) -> None:
         "descriptors, and the few-shot classifier fitted on the clicked nuclei learns which of "
         "them mean the clicked type (docs/exemplars.md).",
         "",
+        "**Use.** It is on by default wherever T2 is answered by nucleus — napari's Segment "
+        "dock, `sampo-engine predict --task t2|classes`, `TilePredictor` — with every model "
+        "(it reads pixels only): `--type-head auto` (the packaged head, verified by its SHA-256), "
+        "`off`, or a file made by `python tools/train_type_head.py`; `--classifier blend` "
+        "(default), `types`, `logreg`. The status line (CLI: a note) says which general type "
+        "the clicks point at.",
+        "",
         f"**Trained** on {sum(sum(c.values()) for c in train_counts.values()):,} nuclei of the "
         "training images only: "
         + "; ".join(f"{k} {sum(v.values()):,}" for k, v in train_counts.items())
