@@ -301,6 +301,8 @@ def test_types_classifier_reads_the_heads_general_columns_and_falls_back_without
     got = classify_nuclei(plain, snap, [0, 0, 1, 1], 2, method="types", one_vs_rest=True)
     assert got.probabilities.shape == (n, 2)
     assert any("no type head described these nuclei" in m for m in got.messages)
+    quiet = classify_nuclei(plain, snap, [0, 0, 1, 1], 2, method="blend", one_vs_rest=True)
+    assert not any("type head" in m for m in quiet.messages)  # the default without a head
 
 
 def test_the_packaged_head_is_verified_used_by_default_and_a_damaged_one_is_named(

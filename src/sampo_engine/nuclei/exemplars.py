@@ -284,7 +284,8 @@ def classify_nuclei(
     typed = None
     if method in ("types", "blend"):
         typed, said = _general_types(descriptors, rows, classes, num_classes, one_vs_rest)
-        messages.append(said)
+        if said and not (method == "blend" and "no type head" in said):
+            messages.append(said)  # blend without a head is logreg: nothing to say
         if typed is not None and method == "types":
             probs = typed
         method_run = "logreg" if method == "blend" or typed is None else None
