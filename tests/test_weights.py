@@ -212,8 +212,12 @@ def test_cli_list_path_download(fake, monkeypatch, cache, capsys):
     assert main(["weights", "path", "fake"]) == 0
     capsys.readouterr()
     assert main(["weights", "list"]) == 0
-    fake_line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("fake"))
+    listed = capsys.readouterr().out.splitlines()
+    fake_line = next(x for x in listed if x.startswith("fake"))
     assert " yes " in fake_line
+    # the small networks packaged beside the shipped model are listed too
+    assert any(x.startswith("type head") and "shipped" in x for x in listed)
+    assert any(x.startswith("nuclei-small split head") and "shipped" in x for x in listed)
 
 
 def test_cli_errors_exit_2_with_the_remedy(cache, monkeypatch, capsys):

@@ -41,6 +41,24 @@ def _human(size: int) -> str:
     return f"{size} B"  # pragma: no cover
 
 
+def _packaged_heads() -> list[tuple]:
+    """Rows for the small networks packaged beside the shipped model: its split head
+    (docs/split_head.md) and the nucleus type head every model's T2 by nucleus reads
+    (docs/type_head.md)."""
+    from sampo_engine.models.availability import shipped_weights_dir
+    from sampo_engine.models.registry import SPECS
+    from sampo_engine.models.type_head import SHIPPED_FILE
+
+    folder = shipped_weights_dir()
+    rows = []
+    named = [(f"{n} split head", spec.split_head) for n, spec in SPECS.items() if spec.split_head]
+    for name, file in [*named, ("type head (every model)", SHIPPED_FILE)]:
+        path = folder / file
+        if path.is_file():
+            rows.append((name, file, _human(path.stat().st_size), "shipped", str(path)))
+    return rows
+
+
 def run(args) -> int:
     import sys
 
@@ -66,6 +84,7 @@ def run(args) -> int:
                         str(state.path),
                     )
                 )
+        table += _packaged_heads()
         widths = [max(len(str(c)) for c in col) for col in zip(header, *table)]
         for line in (header, *table):
             print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
