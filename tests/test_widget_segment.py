@@ -321,6 +321,10 @@ def test_first_clicks_on_the_real_sample_give_nuclei_without_a_download(
     assert widget.last_error is None, widget.last_error
     assert widget._predictor.splitter.method == "watershed"
     assert widget.last_prediction.num_nuclei > 100
+    # Options → Nucleus types: the packaged type head by default, off on request
+    assert widget.predict_config().type_head == "auto" and widget._predictor.type_head is not None
+    widget.types_combo.setCurrentIndex(widget.types_combo.findData("off"))
+    assert widget.predict_config().type_head == "off"
 
 
 @pytest.fixture

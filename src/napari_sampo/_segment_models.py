@@ -233,6 +233,7 @@ class SegmentModels:
         device = self.device_combo.currentData()
         um_per_px = float(self.pixel_size_spin.value())
         split = self.split_combo.currentData()
+        types = self.types_combo.currentData()
         if kind == "base":
             problem = unusable_message(value, "Model")
             if problem:
@@ -241,7 +242,7 @@ class SegmentModels:
             checkpoint = str(state.path) if state.state == SHIPPED else ""
             return PredictConfig(
                 model=value, checkpoint=checkpoint, device=device, um_per_px=um_per_px,
-                split_by=split,
+                split_by=split, type_head=types,
             )  # fmt: skip
         from sampo_engine.models.bundle import read_bundle
 
@@ -255,5 +256,5 @@ class SegmentModels:
             )
         return PredictConfig(
             model=info.model_type, adapter=value, device=device, um_per_px=um_per_px,
-            split_by=split,
+            split_by=split, type_head=types,
         )  # fmt: skip

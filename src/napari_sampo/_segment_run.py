@@ -62,7 +62,8 @@ class SegmentRun:
             self._report_error(error_text(err), not quiet)
             return False
         task = self.task_combo.currentData()
-        key = (*self._model_choice(), config.device, config.um_per_px, config.split_by)
+        key = (*self._model_choice(), config.device, config.um_per_px, config.split_by,
+               config.type_head)  # fmt: skip
         image_key = (layer_uid(image_layer), id(image_layer.data), shape)
         same_model = self._predictor is not None and self._predictor_key == key
         request = SegmentRequest(
