@@ -96,13 +96,21 @@ class Sources:
         return type_head_columns(self.type_net, um_per_px)
 
 
-def _classify(image, nuclei, points, labels, rule: str, types=None):
-    from sampo_engine.predict.nucleus_classes import NucleiIndex, score_t2
+def _describe(image, nuclei, types=None):
+    """The nuclei of one image and their descriptors (once per image and nucleus source)."""
+    from sampo_engine.predict.nucleus_classes import NucleiIndex
 
-    index = NucleiIndex.build("study", image, nuclei, nucleus_types=types)
+    return NucleiIndex.build("study", image, nuclei, nucleus_types=types)
+
+
+def _classify(index, points, labels) -> dict:
+    """Each classifier's T2 answer for one click set (the type classifiers where the index
+    holds a type head's columns)."""
+    from sampo_engine.predict.nucleus_classes import score_t2
+
+    typed = "general" in index.descriptors.groups
     out = {}
-    methods = CLASSIFIERS + (TYPE_CLASSIFIERS if types is not None else ())
-    for method in methods if rule == "all" else (rule,):
+    for method in CLASSIFIERS + (TYPE_CLASSIFIERS if typed else ()):
         res = score_t2(index, points, labels, "exemplar", method=method)
         out[method] = index.keep(np.flatnonzero(res.probability >= 0.5))
     return out
@@ -145,6 +153,8 @@ def run_consep(args, sources, writer) -> None:
         nuclei = {"gt": inst}
         if "classical" in args.sources:
             nuclei["classical"] = hematoxylin_instances(image)
+        indices = {src: _describe(image, nuc, sources.types(0.25)) for src, nuc in nuclei.items()
+                   if src != "gt" or "gt" in args.sources}  # fmt: skip
         first_model = True
         for c in (1, 2, 3, 4):
             intent = Intent("t2", c)
@@ -158,11 +168,8 @@ def run_consep(args, sources, writer) -> None:
                     continue
                 pts, lab = clicks
                 answers = {}
-                for src, nuc in nuclei.items():
-                    if src == "gt" and "gt" not in args.sources:
-                        continue
-                    got = _classify(image, nuc, pts, lab, "all", sources.types(0.25))
-                    for method, ans in got.items():
+                for src, index in indices.items():
+                    for method, ans in _classify(index, pts, lab).items():
                         answers[f"{src}-{method}"] = ans
                 if "classical" in nuclei:
                     from sampo_engine.eval.classical import clicked_selection
@@ -195,6 +202,7 @@ def run_points(args, sources, writer, dataset: str) -> None:
         image = imread(folder / f"{name}_image.png")[..., :3]
         xy, cls = read_class_points(folder / f"{name}_points.csv")
         classical = hematoxylin_instances(image) if "classical" in args.sources else None
+        index = None if classical is None else _describe(image, classical, sources.types(0.5))
         big = None
         first_model = True
         for c in sorted(set(cls.tolist())):
@@ -205,8 +213,7 @@ def run_points(args, sources, writer, dataset: str) -> None:
                 pts, lab = clicks
                 answers = {}  # (labels, scale of the map relative to the dots)
                 if classical is not None:
-                    got = _classify(image, classical, pts, lab, "all", sources.types(0.5))
-                    for method, ans in got.items():
+                    for method, ans in _classify(index, pts, lab).items():
                         answers[f"classical-{method}"] = (ans, 1)
                     sel = clicked_selection(image, classical, pts, lab)
                     answers["classical-floor"] = (np.where(sel, classical, 0), 1)

@@ -281,26 +281,23 @@ def classify_nuclei(
         )
     probs = np.zeros((n, num_classes), np.float64)
     fitted = np.unique(fit_classes)
-    typed = None
+    typed, run = None, method
     if method in ("types", "blend"):
         typed, said = _general_types(descriptors, rows, classes, num_classes, one_vs_rest)
-        if said and not (method == "blend" and "no type head" in said):
+        if not (method == "blend" and "no type head" in said):
             messages.append(said)  # blend without a head is logreg: nothing to say
-        if typed is not None and method == "types":
-            probs = typed
-        method_run = "logreg" if method == "blend" or typed is None else None
-    else:
-        method_run = method
-    if method_run is None:
-        pass
-    elif method_run == "nearest":
+        # the descriptors' logistic regression: blend's other half, or types' fallback
+        run = "logreg" if method == "blend" or typed is None else "none"
+    if run == "none":
+        probs = typed
+    elif run == "nearest":
         d = np.linalg.norm(x[:, None, :] - x[fit_rows][None], axis=2)  # (N, M)
         per_class = np.stack(
             [d[:, fit_classes == k].min(axis=1) for k in fitted], axis=1
         )  # (N, K')
         soft = np.exp(-(per_class - per_class.min(axis=1, keepdims=True)))
         probs[:, fitted] = soft / soft.sum(axis=1, keepdims=True)
-    elif method_run == "logreg":
+    elif run == "logreg":
         from sklearn.linear_model import LogisticRegression
 
         clf = LogisticRegression(C=C, max_iter=2000)

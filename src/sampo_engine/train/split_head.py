@@ -13,7 +13,6 @@ learning rate. Deterministic for a seed on one thread.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from scipy import ndimage as ndi
 
 from sampo_engine.errors import ConfigError, DataError
 from sampo_engine.models.split_head import INPUTS, SplitHead, head_input
+from sampo_engine.train.schedule import cosine_adamw
 
 
 @dataclass(frozen=True)
@@ -151,10 +151,7 @@ def train_split_head(
             f"the examples have {examples[0].x.shape[0]} input channels; a head of inputs "
             f"{cfg.inputs!r} reads {INPUTS[cfg.inputs]}: load them with inputs={cfg.inputs!r}"
         )
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
-    )
+    opt, sched = cosine_adamw(head.parameters(), cfg.lr, cfg.weight_decay, cfg.steps)
     losses = []
     start = time.perf_counter()
     head.train()

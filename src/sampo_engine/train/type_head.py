@@ -38,6 +38,7 @@ from sampo_engine.models.type_head import (
     nucleus_patches,
     patch_tensor,
 )
+from sampo_engine.train.schedule import cosine_adamw
 
 
 @dataclass(frozen=True)
@@ -240,10 +241,7 @@ def train_type_head(
     gen = torch.Generator().manual_seed(cfg.seed)
     net = NucleusTypeNet(examples.heads, cfg.width, cfg.embed)
     steps = max(1, int(math.ceil(cfg.epochs * n / cfg.batch_size)))
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
+    opt, sched = cosine_adamw(net.parameters(), cfg.lr, cfg.weight_decay, steps)
     labels = torch.from_numpy(examples.labels)
     losses = []
     start = time.perf_counter()

@@ -1,0 +1,17 @@
+"""The optimiser of the small heads (split head, type head): AdamW with a cosine learning rate
+falling from ``lr`` to 0 over ``steps``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def cosine_adamw(params, lr: float, weight_decay: float, steps: int):
+    """(optimizer, scheduler): AdamW at ``lr``; step the scheduler once per optimiser step."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    return opt, sched
