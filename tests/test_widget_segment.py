@@ -520,3 +520,69 @@ def test_far_off_magnification_is_warned_once_and_the_pixel_size_fixes_it(
     assert widget._predictor.resample == pytest.approx(2.0)  # tiny's own 1 × 0.5 / 0.25
     assert len(warned) == 1, warned
     assert widget.last_prediction.labels.shape == (224, 224)
+
+
+def test_classes_task_labels_every_nucleus_with_the_clicked_classes(setup, sample, qtbot, tmp_path):
+    import csv
+    import json
+
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_sampo._segment_classes import class_rgba
+
+    viewer, _, widget = setup
+    widget.task_combo.setCurrentIndex(widget.task_combo.findData("classes"))
+    assert widget.polarity_button.isHidden() and not widget.class_controls.isHidden()
+    points = widget.prompts_layer(create=True)
+    widget.next_class_combo.setEditText("lymphocyte")
+    points.add(_centres(sample, 3, cls=1))
+    # one class is refused with the remedy, and no layer appears
+    assert not widget.segment()
+    assert "at least two classes" in widget.last_error and "Next point" in widget.last_error
+    assert not widget.last_error.startswith(("ValueError", "DataError"))
+    assert "SAMPO classes" not in viewer.layers
+    widget.next_class_combo.setEditText("tumour")  # a name the user types
+    points.add(_centres(sample, 3, cls=2))
+    # the points are coloured by class, in the order the classes were first clicked
+    face = np.asarray(points.face_color)
+    assert np.allclose(face[0], class_rgba(0)) and np.allclose(face[3], class_rgba(1))
+    _run(qtbot, widget)  # embeds the image and segments every nucleus with the model
+    widget._predictor.nuclei_from_labels(sample.inst, embeddings=False)
+    _run(qtbot, widget)
+    assert widget.last_error is None
+    layer = viewer.layers["SAMPO classes"]
+    nucleus = widget.last_prediction.nucleus
+    assert nucleus.class_names == ["lymphocyte", "tumour"]
+    # every nucleus has one of the two classes, mostly the right one
+    table = layer.features
+    assert set(table["class"]) <= {"lymphocyte", "tumour"} and len(table) == len(nucleus.ids)
+    truth = {i: np.bincount(sample.cls[sample.inst == i]).argmax() for i in table["label"]}
+    named = dict(zip(table["label"], table["class"]))
+    lymph = [named[i] == "lymphocyte" for i in named if truth[i] == 1]
+    tumour = [named[i] == "tumour" for i in named if truth[i] == 2]
+    assert np.mean(lymph) > 0.8 and np.mean(tumour) > 0.8
+    assert np.all((table["probability"] >= 0.5 - 1e-6) & (table["probability"] <= 1))
+    # the result is coloured by class, as the points are
+    assert isinstance(layer.colormap, DirectLabelColormap)
+    one = int(next(i for i in named if named[i] == "lymphocyte"))
+    assert np.allclose(layer.colormap.color_dict[one][:3], class_rgba(0)[:3])
+    assert "lymphocyte" in widget.count_label.text() and "tumour" in widget.count_label.text()
+    # QuPath GeoJSON and the CSV carry each nucleus' class and probability
+    paths = widget.export(tmp_path / "classes")
+    with open([q for q in paths if q.suffix == ".csv"][0]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["class"] for r in rows} == {"lymphocyte", "tumour"}
+    geo = json.loads([q for q in paths if q.suffix == ".geojson"][0].read_text())
+    names = {f["properties"]["classification"]["name"] for f in geo["features"]}
+    assert names == {"lymphocyte", "tumour"}
+    # a click without a class is named; "Set for selected" gives it one
+    points.features = points.features.assign(**{"class": [*points.features["class"][:-1], ""]})
+    assert not widget.segment()
+    assert "point(s) 6 have no class" in widget.last_error
+    points.selected_data = {5}
+    widget.next_class_combo.setEditText("tumour")
+    assert widget.set_class_of_selected() == 1
+    assert list(points.features["class"])[-1] == "tumour"
+    # back to T2: the points are green / red again
+    widget.task_combo.setCurrentIndex(widget.task_combo.findData("t2"))
+    assert np.allclose(np.asarray(points.face_color)[0][:3], (0, 1, 0))

@@ -30,8 +30,8 @@ class SegmentCorrections:
         from napari_sampo._corrections import CorrectionSession
 
         pending, self._pending_prompts = self._pending_prompts, None
-        if pending is None:
-            self.correction = None
+        if pending is None or prediction.task not in ("t1", "t2"):
+            self.correction = None  # a class labelling's edits are not training data (yet)
             return
         rc, point_labels, task, class_name, image_layer = pending
         uid = layer_uid(layer)

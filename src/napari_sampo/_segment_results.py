@@ -29,6 +29,10 @@ EXPORT_SUFFIXES = {"labels": ".tif", "geojson": ".geojson", "csv": ".csv"}
 def result_layer_name(task: str, class_name: str | None) -> str:
     if task == "t1":
         return "SAMPO T1 nuclei"
+    if task == "classes":
+        from napari_sampo._segment_classes import CLASSES_LAYER
+
+        return CLASSES_LAYER
     from sampo_engine.predict.config import DEFAULT_T2_CLASS
 
     if not class_name or class_name == DEFAULT_T2_CLASS:
@@ -36,20 +40,37 @@ def result_layer_name(task: str, class_name: str | None) -> str:
     return f"SAMPO T2 {class_name}"
 
 
-def nuclei_features(labels: np.ndarray, class_name: str | None) -> dict[str, np.ndarray]:
-    """The result layer's features: one row per nucleus (``index`` = its label, for napari)."""
+def nuclei_features(
+    labels: np.ndarray, class_name: str | None, nucleus=None
+) -> dict[str, np.ndarray]:
+    """The result layer's features: one row per nucleus (``index`` = its label, for napari).
+
+    ``nucleus`` (the engine's ``NucleusClasses`` of a T2 by nucleus or a class labelling) adds
+    each nucleus' ``probability``; a class labelling also gives each its own ``class``.
+    """
     from skimage.measure import regionprops_table
 
     table = regionprops_table(labels, properties=("label", "area", "centroid"))
-    n = len(table["label"])
-    return {
-        "index": table["label"].astype(np.int64),
-        "label": table["label"].astype(np.int64),
+    ids = table["label"].astype(np.int64)
+    classes = np.array([class_name or ""] * len(ids), dtype=object)
+    features = {
+        "index": ids,
+        "label": ids,
         "area": table["area"].astype(np.int64),
         "centroid_y": table["centroid-0"].astype(np.float64),
         "centroid_x": table["centroid-1"].astype(np.float64),
-        "class": np.array([class_name or ""] * n, dtype=object),
+        "class": classes,
     }
+    if nucleus is not None:
+        row = {int(i): k for k, i in enumerate(nucleus.ids)}
+        at = np.array([row.get(int(i), -1) for i in ids], np.int64)
+        known = at >= 0
+        probability = np.full(len(ids), np.nan)
+        probability[known] = nucleus.probability[at[known]]
+        features["probability"] = probability
+        if nucleus.mode == "classes":
+            classes[known] = [nucleus.class_names[c] for c in nucleus.classes[at[known]]]
+    return features
 
 
 class SegmentResults:
@@ -84,7 +105,7 @@ class SegmentResults:
             prediction.labels = labels
             prediction.num_nuclei = int(np.count_nonzero(np.unique(labels)))
         labels = prediction.labels.astype(np.int32, copy=False)
-        features = nuclei_features(labels, prediction.class_name)
+        features = nuclei_features(labels, prediction.class_name, nucleus)
         meta = {
             "widget": self._token,
             "task": prediction.task,
@@ -115,6 +136,13 @@ class SegmentResults:
             from napari_sampo._nucleus_view import color_by_probability
 
             color_by_probability(layer, nucleus)
+        elif nucleus is not None and prediction.task == "classes":
+            from napari.utils.colormaps import DirectLabelColormap
+
+            from napari_sampo._segment_classes import class_label_colors
+
+            colors = class_label_colors(nucleus, self.class_order)
+            layer.colormap = DirectLabelColormap(color_dict=colors)
         points = self.points_combo.current_layer()
         if points is not None:  # keep the clicks on top of the result, and selected
             self._raise_above(points, layer)
@@ -125,13 +153,20 @@ class SegmentResults:
         self.export_button.setEnabled(True)
         label = "nucleus" if prediction.num_nuclei == 1 else "nuclei"
         what = f" ({prediction.class_name})" if prediction.class_name else ""
+        if nucleus is not None and prediction.task == "classes":
+            from napari_sampo._segment_classes import class_counts_text
+
+            what = f" ({class_counts_text(nucleus)})"
         self.count_label.setText(f"{prediction.num_nuclei} {label}{what} in '{layer.name}'")
-        how = (
-            f"{len(nucleus.ids)} nuclei classified from your clicks (T2 by {nucleus.mode})"
-            if nucleus is not None and prediction.task == "t2"
-            else f"{prediction.tiles_with_prompts} clicked tile(s), "
-            f"{prediction.tiles_propagated} prompted by similarity"
-        )
+        if nucleus is not None and prediction.task == "classes":
+            how = f"{len(nucleus.ids)} nuclei given one of {len(nucleus.class_names)} classes"
+        elif nucleus is not None and prediction.task == "t2":
+            how = f"{len(nucleus.ids)} nuclei classified from your clicks (T2 by {nucleus.mode})"
+        else:
+            how = (
+                f"{prediction.tiles_with_prompts} clicked tile(s), "
+                f"{prediction.tiles_propagated} prompted by similarity"
+            )
         self.status_label.setText(
             f"Done in {prediction.seconds:.1f} s: {how}"
             + (
@@ -173,7 +208,7 @@ class SegmentResults:
         labels = threshold_labels(nucleus, threshold)
         self._autosave_correction()  # edits of the previous answer are kept
         layer.data = labels
-        layer.features = nuclei_features(labels, prediction.class_name)
+        layer.features = nuclei_features(labels, prediction.class_name, nucleus)
         prediction.labels = labels
         prediction.num_nuclei = int(np.count_nonzero(np.unique(labels)))
         self._start_correction_session(layer, labels, prediction)
@@ -224,9 +259,10 @@ class SegmentResults:
         labels = np.asarray(layer.data)
         meta = layer.metadata.get(METADATA_KEY, {})
         prediction = self.last_prediction
-        # the probabilities of a T2 answer made by nucleus (painted labels have none)
-        t2 = getattr(prediction, "task", None) == "t2"
-        nucleus = getattr(prediction, "nucleus", None) if t2 else None
+        # the probabilities of a T2 answer made by nucleus and the classes of a class
+        # labelling (painted labels have none)
+        task = getattr(prediction, "task", "") or ""
+        nucleus = getattr(prediction, "nucleus", None) if task in ("t2", "classes") else None
         image = self.image_combo.current_layer()
         pixels = None
         if image is not None:
@@ -239,8 +275,9 @@ class SegmentResults:
         paths = {kind: prefix.with_suffix(suffix) for kind, suffix in EXPORT_SUFFIXES.items()}
         try:
             written = write_prediction(
-                paths, labels, image=pixels, class_name=meta.get("class_name"), nucleus=nucleus
-            )
+                paths, labels, image=pixels, class_name=meta.get("class_name"), nucleus=nucleus,
+                task=task,
+            )  # fmt: skip
         except Exception as err:  # noqa: BLE001 - shown to the user
             self._report_error(f"export failed: {error_text(err)}")
             return []

@@ -48,20 +48,24 @@ class SegmentRun:
             self._report_error("open an image first (File > Open, or a sample)", not quiet)
             return False
         points_layer = self.prompts_layer(create=not quiet)
+        task = self.task_combo.currentData()
+        class_names: list[str] = []
         try:
             shape = layer_image_shape(image_layer)
-            rc, labels = prompts_from_layer(points_layer, image_layer, shape)
-            if not (labels == 1).any():
-                self._report_error(
-                    "click at least one nucleus with a positive (green) point first", not quiet
-                )
-                return False
+            if task == "classes":  # each click names its nucleus' class
+                rc, labels, class_names = self.class_prompts(points_layer, image_layer, shape)
+            else:
+                rc, labels = prompts_from_layer(points_layer, image_layer, shape)
+                if not (labels == 1).any():
+                    self._report_error(
+                        "click at least one nucleus with a positive (green) point first", not quiet
+                    )
+                    return False
             config = self.predict_config()
             config.validate()
         except Exception as err:  # noqa: BLE001 - every refusal is shown, none crashes napari
             self._report_error(error_text(err), not quiet)
             return False
-        task = self.task_combo.currentData()
         key = (*self._model_choice(), config.device, config.um_per_px, config.split_by,
                config.type_head)  # fmt: skip
         image_key = (layer_uid(image_layer), id(image_layer.data), shape)
@@ -78,6 +82,7 @@ class SegmentRun:
             predictor=self._predictor if same_model else None,
             predictor_image_key=self._predictor_image_key if same_model else None,
             t2_mode=self.t2_mode_combo.currentData(),
+            class_names=tuple(class_names),
         )
         if not same_model:
             self._predictor = None  # free the old model before loading another

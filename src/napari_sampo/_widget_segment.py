@@ -46,11 +46,12 @@ from napari_sampo._qt_common import (
     layer_uid,
     status_label,
 )
+from napari_sampo._segment_classes import SegmentClasses
 from napari_sampo._segment_corrections import SegmentCorrections
 from napari_sampo._segment_models import SegmentModels
 from napari_sampo._segment_results import SegmentResults
 from napari_sampo._segment_run import SegmentRun
-from sampo_engine.predict.config import TASKS as PREDICT_TASKS
+from sampo_engine.predict.config import PREDICT_TASKS
 from sampo_engine.predict.nucleus_classes import DEFAULT_T2_MODE
 from sampo_engine.predict.nucleus_classes import T2_MODES as PREDICT_T2_MODES
 
@@ -61,7 +62,11 @@ if TYPE_CHECKING:
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 #: The dock's words for the engine's tasks and T2 modes (the values: ``predict.config``).
-TASK_LABELS = {"t1": "T1 — all nuclei", "t2": "T2 — nuclei of the clicked type"}
+TASK_LABELS = {
+    "t1": "T1 — all nuclei",
+    "t2": "T2 — nuclei of the clicked type",
+    "classes": "Classes — every nucleus, one of your classes",
+}
 T2_MODE_LABELS = {
     "exemplar": "nucleus (few-shot classifier)",
     "decoder": "decoder (SAM reads the type)",
@@ -102,7 +107,9 @@ def live_segment_widgets(viewer=None) -> list[SegmentWidget]:
     return found
 
 
-class SegmentWidget(SegmentModels, SegmentRun, SegmentResults, SegmentCorrections, QWidget):
+class SegmentWidget(
+    SegmentModels, SegmentRun, SegmentResults, SegmentCorrections, SegmentClasses, QWidget
+):
     """Segment nuclei in an image layer from point prompts with a SAMPO model."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -148,7 +155,12 @@ class SegmentWidget(SegmentModels, SegmentRun, SegmentResults, SegmentCorrection
         form.addRow("Prompts", prompts_row)
         self.polarity_button = QPushButton(self)
         self.polarity_button.setToolTip("polarity of the next point (key T on the prompts layer)")
-        form.addRow("Next point", self.polarity_button)
+        next_row = QHBoxLayout()
+        next_row.addWidget(self.polarity_button, 1)
+        # task Classes: the class of the next click instead of its polarity
+        self.class_controls = self.make_class_controls(self)
+        next_row.addWidget(self.class_controls, 1)
+        form.addRow("Next point", next_row)
 
         self.task_combo = QComboBox(self)
         for value, text in TASKS:
@@ -376,6 +388,8 @@ class SegmentWidget(SegmentModels, SegmentRun, SegmentResults, SegmentCorrection
             setup_prompt_layer(layer, on_toggle=self._on_toggled)
             layer.events.data.connect(self._on_points_changed)
             self._watched_points = layer
+            if self.classes_task():
+                self.update_point_colors()
         self._update_polarity_button()
 
     # ------------------------------------------------------------------ polarity
@@ -407,6 +421,10 @@ class SegmentWidget(SegmentModels, SegmentRun, SegmentResults, SegmentCorrection
 
     def _on_task_changed(self, *_: Any) -> None:
         self.class_combo.setEnabled(self.task_combo.currentData() == "t2")
+        classes = self.classes_task()
+        self.class_controls.setVisible(classes)
+        self.polarity_button.setVisible(not classes)
+        self.update_point_colors()
 
     def _report_error(self, message: str, notify: bool = True) -> None:
         from napari.utils.notifications import show_error

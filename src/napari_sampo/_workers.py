@@ -173,7 +173,8 @@ class SegmentRequest:
     """One "Segment" run, prepared in the GUI thread.
 
     ``image_layer`` is read (its pixels converted) inside the worker, since lazy data may be slow.
-    ``points_rc`` (N, 2) are (row, col) image pixels, ``labels`` (N,) 1 positive / 0 negative.
+    ``points_rc`` (N, 2) are (row, col) image pixels, ``labels`` (N,) 1 positive / 0 negative
+    — or, for the task ``classes``, each click's class index into ``class_names``.
     """
 
     image_layer: Any
@@ -187,6 +188,7 @@ class SegmentRequest:
     predictor: Any = None  # the widget's cached TilePredictor for predictor_key, if any
     predictor_image_key: tuple | None = None
     t2_mode: str = ""  # T2: decoder | exemplar | hybrid ("" = the config's)
+    class_names: tuple[str, ...] = ()  # task classes: the K ≥ 2 class names
 
 
 @dataclass
@@ -235,15 +237,14 @@ def segment_job(
     points_xy = TilePredictor.points_from_napari(request.points_rc)
     if request.t2_mode:  # a cached predictor keeps its model; the mode is per run
         predictor.config.t2_mode = request.t2_mode
-    prediction = yield from call_with_progress(
-        predictor.predict,
-        "segmenting",
-        stop,
-        points_xy,
-        np.asarray(request.labels, dtype=np.int64),
-        task=request.task,
-        class_name=request.class_name or None,
-    )
+    labels = np.asarray(request.labels, dtype=np.int64)
+    if request.task == "classes":  # every nucleus gets one of the named classes
+        stage, call = "classifying the nuclei", predictor.classify
+        args, kwargs = (points_xy, labels, list(request.class_names)), {}
+    else:
+        stage, call, args = "segmenting", predictor.predict, (points_xy, labels)
+        kwargs = {"task": request.task, "class_name": request.class_name or None}
+    prediction = yield from call_with_progress(call, stage, stop, *args, **kwargs)
     return SegmentResult(
         prediction=prediction,
         predictor=predictor,

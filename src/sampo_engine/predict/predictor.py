@@ -400,7 +400,7 @@ class TilePredictor:
         if by_nucleus:
             from sampo_engine.predict.nucleus_classes import score_t2
 
-            index = self.nuclei_index(points_xy, labels, should_stop=should_stop)
+            index = self.nuclei_index(points_xy, progress, should_stop=should_stop)
             nucleus = score_t2(
                 index, points_to_model(points_xy, self.resample), labels, cfg.t2_mode,
                 decoder_prob=prob, method=cfg.classifier, snap_radius=cfg.snap_radius,
@@ -446,19 +446,18 @@ class TilePredictor:
 
     # ------------------------------------------------------------------- nuclei by class
 
-    def nuclei_index(self, points_xy, labels=None, should_stop: StopFlag = None):
+    def nuclei_index(self, points_xy, progress: Progress = None, should_stop: StopFlag = None):
         """Every nucleus of the image set last, with its descriptors
         (:class:`~sampo_engine.predict.nucleus_classes.NucleiIndex`).
 
         Segmented once per image, by T1 from these clicks all taken as positives (they lie on
         nuclei), then reused while the clicks change; :meth:`forget_nuclei` drops it.
         """
-
         entry = self._require_image()
         if self._nuclei is not None and self._nuclei.key == entry.key:
             return self._nuclei
         pts = np.asarray(points_xy, np.float32).reshape(-1, 2)
-        t1 = self.predict(pts, np.ones(len(pts), np.int64), task="t1", should_stop=should_stop)
+        t1 = self.predict(pts, np.ones(len(pts), np.int64), "t1", progress, should_stop)
         self._nuclei = self.nuclei_from_labels(t1.labels)
         return self._nuclei
 
@@ -510,6 +509,7 @@ class TilePredictor:
         point_classes,
         class_names,
         should_stop: StopFlag = None,
+        progress: Progress = None,
     ) -> Prediction:
         """Give every nucleus one of several named classes from a few clicks of each.
 
@@ -529,7 +529,7 @@ class TilePredictor:
         entry = self._require_image()
         pts = np.asarray(points_xy, np.float32).reshape(-1, 2)
         check_points(pts, np.ones(len(pts), np.int64), self._image_shape)
-        index = self.nuclei_index(pts, should_stop=should_stop)
+        index = self.nuclei_index(pts, progress, should_stop)
         cfg = self.config
         nucleus = score_classes(
             index, points_to_model(pts, self.resample), point_classes, list(class_names),
