@@ -95,6 +95,20 @@ def test_head_runs_on_any_size_and_in_windows(monkeypatch):
         predict_split_maps(head, rgb, prob[:10])
 
 
+def test_flip_averaging_is_equivariant_to_flipping_the_image():
+    rng = np.random.default_rng(0)
+    head = SplitHead(width=4)
+    rgb = rng.integers(0, 255, (40, 56, 3), np.uint8)
+    prob = rng.random((40, 56)).astype(np.float32)
+    fg, dist = predict_split_maps(head, rgb, prob, flips=True)
+    fg_f, dist_f = predict_split_maps(head, rgb[:, ::-1].copy(), prob[:, ::-1].copy(), flips=True)
+    assert np.allclose(fg_f[:, ::-1], fg, atol=1e-5) and np.allclose(
+        dist_f[:, ::-1], dist, atol=1e-5
+    )
+    plain, _ = predict_split_maps(head, rgb, prob)
+    assert not np.allclose(plain, fg, atol=1e-5)  # it is an average, not the plain pass
+
+
 def test_weights_round_trip_and_damaged_files_are_refused(tmp_path):
     torch.manual_seed(0)
     head = SplitHead(4).eval()

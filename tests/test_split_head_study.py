@@ -42,6 +42,11 @@ def test_the_study_trains_heads_scores_them_and_writes_the_page(split_dir, tmp_p
     split_head_study.main(["train", *args])  # cached: no head is trained again
     assert heads[0].stat().st_mtime_ns == stamp
 
+    # flip averaging scored on the held-out images beside the plain head
+    split_head_study.main(["flips", *args, "--flip-setting", "0.4", "16"])
+    flips = (out / "flips.csv").read_text().splitlines()
+    assert len(flips) == 1 + 1 * 2 * 2 * 2  # 1 test image × 2 arms × 2 seeds × with/without
+
     # packaging a head of the study: the file and its card entry (SHA-256, chosen core level)
     import hashlib
     import importlib.util

@@ -94,6 +94,35 @@ def test_the_page_calls_an_effect_on_every_seed_and_not_a_null_one(tmp_path):
     assert "| brca_m2c_points | 5 | 80.0 ± 0.0 | 75.0 ± 0.0 |" in page
 
 
+def test_compare_pairs_two_recipes_by_training_seed(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+
+    def write(folder: Path, shifts: dict[int, float]) -> None:
+        (folder / "rows").mkdir(parents=True)
+        for seed, shift in shifts.items():
+            rows = [dict(r, rule="model-exemplar-blend") for r in _rows(shift, rng)]
+            with open(folder / "rows" / f"rows_head_s{seed}.csv", "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=FIELDS)
+                writer.writeheader()
+                writer.writerows(rows)
+
+    short, long = tmp_path / "short", tmp_path / "long"
+    write(short, {0: 0.0, 1: 0.01, 2: -0.01})
+    write(long, {0: 0.05, 1: 0.07, 2: 0.04})  # better on every seed
+    spec = importlib.util.spec_from_file_location("ths", REPO / "tools" / "type_head_study.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["compare", "--out", str(long), "--against", str(short)]) == 0
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.startswith("| BRCA-M2C precision |"))
+    assert line.endswith("| better |") and line.count("+") == 3
+    assert "| BRCA-M2C precision | tumour |" in text
+    import pytest
+
+    with pytest.raises(SystemExit, match="run the score stage"):
+        tool.main(["compare", "--out", str(long), "--against", str(tmp_path / "none")])
+
+
 def _tiny_sets(root: Path) -> tuple[Path, Path]:
     """A shared-data folder with both point sets (2 train + 1 val image each) and a study split
     with CoNSeP- and PanNuke-like instance sets (1 image each in train and test)."""

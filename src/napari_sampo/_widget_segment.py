@@ -425,6 +425,11 @@ class SegmentWidget(
         self.class_controls.setVisible(classes)
         self.polarity_button.setVisible(not classes)
         self.update_point_colors()
+        if classes and self.result_layer is None:
+            self.status_label.setText(
+                "Pick or type a class under 'Next point' and click a few of its nuclei; then the "
+                "next class (at least two), then Segment."
+            )
 
     def _report_error(self, message: str, notify: bool = True) -> None:
         from napari.utils.notifications import show_error

@@ -241,3 +241,59 @@ def figure(records: list[dict], path) -> None:
     ax.legend(fontsize=8, ncol=4, loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     save_figure(fig, path)
+
+
+def recipe_comparison(
+    first: dict[int, list[dict]], second: dict[int, list[dict]], rule: str = "model-exemplar-blend"
+) -> list[dict]:
+    """Two head recipes (e.g. 6 and 12 epochs) compared by training seed, on one rule's rows.
+
+    ``first``/``second``: training seed → rows of that seed's head (the same click seeds).
+    One record per measure of :data:`MEASURES` that both have: ``first`` and ``second`` (mean
+    over the seeds both have), ``diffs`` (second − first, per seed), ``classes`` (class →
+    (first, second), means over those seeds) and the :func:`verdict`.
+    """
+    seeds = sorted(set(first) & set(second))
+    records = []
+    for dataset, key, label in MEASURES:
+        a = {s: measure(first[s], dataset, rule, key) for s in seeds}
+        b = {s: measure(second[s], dataset, rule, key) for s in seeds}
+        both = [s for s in seeds if a[s] is not None and b[s] is not None]
+        if not both:
+            continue
+        va = [a[s]["mean"] for s in both]
+        vb = [b[s]["mean"] for s in both]
+        classes = {
+            c: (float(np.mean([a[s]["classes"][c] for s in both])),
+                float(np.mean([b[s]["classes"].get(c, np.nan) for s in both])))
+            for c in a[both[0]]["classes"]
+        }  # fmt: skip
+        records.append(
+            {"dataset": dataset, "key": key, "label": label, "seeds": both,
+             "first": float(np.mean(va)), "second": float(np.mean(vb)),
+             "diffs": [y - x for x, y in zip(va, vb)], "classes": classes,
+             "verdict": verdict([y - x for x, y in zip(va, vb)],
+                                max(float(np.std(va)), float(np.std(vb))))}
+        )  # fmt: skip
+    return records
+
+
+def recipe_table(records: list[dict], first: str, second: str) -> list[str]:
+    """Markdown: one row per measure (``first`` and ``second`` name the recipes), then the
+    per-class values."""
+    lines = [
+        f"| measure | {first} | {second} | difference per training seed | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for r in records:
+        diffs = " / ".join(f"{100 * d:+.1f}" for d in r["diffs"])
+        lines.append(
+            f"| {r['label']} | {_fmt(r['first'])} | {_fmt(r['second'])} | {diffs} | "
+            f"{r['verdict']} |"
+        )
+    lines += ["", "| measure | class | " + first + " | " + second + " |", "|---|---|---|---|"]
+    for r in records:
+        names = CLASS_NAMES.get(r["dataset"], {})
+        for c, (x, y) in r["classes"].items():
+            lines.append(f"| {r['label']} | {names.get(c, c)} | {_fmt(x)} | {_fmt(y)} |")
+    return lines

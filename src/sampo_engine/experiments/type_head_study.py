@@ -7,7 +7,10 @@ Stages (each cached in ``--out``; ``all`` runs them in order):
 - ``score``: ``tools/exemplar_study.py`` without a head (the baseline) and with each head, on the
   same held-out images and clicks (3 click seeds; the true, the classical and nuclei-small's
   nuclei), ``--jobs`` processes side by side;
-- ``report``: ``docs/type_head.md`` (+ ``docs/type_head_discussion.md`` when it exists).
+- ``report``: ``docs/type_head.md`` (+ ``docs/type_head_discussion.md`` when it exists);
+- ``compare``: this study's heads against another recipe's (``--against`` its ``--out``), paired
+  by training seed, on exemplar T2 with nuclei-small's nuclei and the default ``blend``: a
+  markdown table on stdout (not part of ``all``).
 
 Usage::
 
@@ -175,11 +178,33 @@ def stage_report(args) -> None:
     write_page(args.docs, "type_head.md", lines)
 
 
+def stage_compare(args) -> None:
+    from sampo_engine.experiments.type_head_report import recipe_comparison, recipe_table
+
+    if not args.against:
+        raise SystemExit("compare needs --against: the --out of the other recipe's study")
+
+    def heads(folder: str) -> dict[int, list[dict]]:
+        rows = Path(folder) / "rows"
+        return {s: _rows(rows / f"rows_head_s{s}.csv") for s in args.seeds
+                if (rows / f"rows_head_s{s}.csv").is_file()}  # fmt: skip
+
+    first, second = heads(args.against), heads(args.out)
+    records = recipe_comparison(first, second)
+    if not records:
+        raise SystemExit(
+            f"no training seed of {args.seeds} is scored in both {args.against} and {args.out}: "
+            f"run the score stage of each first"
+        )
+    print(f"seeds {records[0]['seeds']}; rule model-exemplar-blend (nuclei-small's nuclei, blend)")
+    print("\n".join(recipe_table(records, Path(args.against).name, Path(args.out).name)))
+
+
 def main(argv=None, repo: Path | None = None) -> int:
     global REPO
     REPO = Path.cwd() if repo is None else Path(repo)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("train", "score", "report", "all"))
+    parser.add_argument("stage", choices=("train", "score", "report", "all", "compare"))
     parser.add_argument("--out", default="runs/type_head_study")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     parser.add_argument("--click-seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -191,7 +216,11 @@ def main(argv=None, repo: Path | None = None) -> int:
     parser.add_argument("--max-point-images", type=int, default=10)
     parser.add_argument("--max-images", type=int, default=0, help="training images per set (smoke)")
     parser.add_argument("--docs", default=str(REPO / "docs"), help="where the page is written")
+    parser.add_argument("--against", default="", help="compare: the other recipe's --out")
     args = parser.parse_args(argv)
+    if args.stage == "compare":
+        stage_compare(args)
+        return 0
     Path(args.out).mkdir(parents=True, exist_ok=True)
     for stage in ("train", "score", "report"):
         if args.stage in (stage, "all"):

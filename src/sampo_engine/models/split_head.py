@@ -96,16 +96,30 @@ WINDOW = 512
 HALO = 32
 
 
+#: flip averaging (``flips=True``): the input flipped along rows, columns and both
+FLIPS = ((), (2,), (3,), (2, 3))
+
+
+def _forward(head: SplitHead, x: torch.Tensor, flips: bool) -> torch.Tensor:
+    """sigmoid(head(x)), (1, 2, h, w); with ``flips`` the mean over :data:`FLIPS` (each output
+    flipped back)."""
+    if not flips:
+        return torch.sigmoid(head(x))
+    outs = [torch.sigmoid(head(torch.flip(x, f) if f else x)) for f in FLIPS]
+    return torch.stack([torch.flip(o, f) if f else o for o, f in zip(outs, FLIPS)]).mean(0)
+
+
 @torch.no_grad()
 def predict_split_maps(
-    head: SplitHead, rgb: np.ndarray, prob: np.ndarray, device: str = "cpu"
+    head: SplitHead, rgb: np.ndarray, prob: np.ndarray, device: str = "cpu", flips: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """The head's (H, W) float32 foreground probability and (H, W) float32 normalised distance
     of one image (``rgb`` (H, W, 3) uint8, ``prob`` (H, W) in [0, 1], [row, col]).
 
     Images larger than ``WINDOW`` px are run in windows with ``HALO`` px of overlap on each
     side (the receptive field's reach), each window's input built on its own, so memory stays
-    bounded on whole tiles."""
+    bounded on whole tiles. ``flips``: average the head over the image and its three flips
+    (4× the time; measured in docs/split_head.md, not the predictor's default)."""
     head.eval()
     rgb, prob = np.asarray(rgb), np.asarray(prob)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[:2] != prob.shape:
@@ -121,7 +135,7 @@ def predict_split_maps(
             r0, c0 = max(0, r - HALO), max(0, c - HALO)
             r1, c1 = min(h, r + WINDOW + HALO), min(w, c + WINDOW + HALO)
             x = head_input(rgb[r0:r1, c0:c1], prob[r0:r1, c0:c1], head.inputs)  # one window
-            out = torch.sigmoid(head(x.to(device))).cpu().numpy()[0]
+            out = _forward(head, x.to(device), flips).cpu().numpy()[0]
             rr, cc = (
                 slice(r - r0, r - r0 + min(WINDOW, h - r)),
                 slice(c - c0, c - c0 + min(WINDOW, w - c)),
