@@ -95,4 +95,5 @@ def test_shipped_t1_benchmark_times_both_splits_on_the_real_tile(tmp_path):
     assert result["model"] == "nuclei-small" and result["split"] == "head"
     assert result["nuclei"]["head"] > 0 and result["nuclei"]["watershed"] > 0
     assert result["t1_first_answer_s"] > 0 and result["head_vs_watershed_ratio"] > 0
+    assert result["nuclei"]["head+flips"] > 0 and result["flips_vs_head_ratio"] > 0
     assert "of the 10 s target" in done.stdout

@@ -187,9 +187,9 @@ def test_the_shipped_model_cuts_nuclei_with_its_verified_head_by_default():
     assert 0 < card["core_level"] < 1 and card["bytes"] < 1e6
     image, _ = _real_tile_x2()
     results = {}
-    for split in ("auto", "watershed"):
+    for split in ("auto", "head+flips", "watershed"):
         predictor = TilePredictor(PredictConfig(model="nuclei-small", device="cpu", split_by=split))
-        assert predictor.splitter.method == ("head" if split == "auto" else "watershed")
+        assert predictor.splitter.method == ("watershed" if split == "watershed" else "head")
         predictor.set_image(image)
         pts = np.array([[100.0, 100.0], [300.0, 200.0]], np.float32)
         results[split] = predictor.predict(pts, np.ones(2, np.int64), task="t1")
@@ -197,6 +197,9 @@ def test_the_shipped_model_cuts_nuclei_with_its_verified_head_by_default():
     assert head.num_nuclei > 20 and ws.num_nuclei > 20
     assert not np.array_equal(head.labels, ws.labels)  # the head cut them, not the watershed
     assert np.array_equal(head.prob, ws.prob)  # the model's answer is the same
+    flips = results["head+flips"]  # the head averaged over four flips: other cuts, same answer
+    assert flips.num_nuclei > 20 and np.array_equal(flips.prob, head.prob)
+    assert not np.array_equal(flips.labels, head.labels)
     # the decoder's T2 is cut by the watershed whatever the setting
     predictor = TilePredictor(PredictConfig(model="nuclei-small", device="cpu", t2_mode="decoder"))
     predictor.set_image(image)
@@ -230,6 +233,8 @@ def test_asking_for_a_head_the_model_lacks_is_refused_with_the_remedy():
 
     with pytest.raises(ConfigError, match="ships no split head.*--split-by watershed"):
         TilePredictor(PredictConfig(model="tiny", device="cpu", split_by="head"))
+    with pytest.raises(ConfigError, match="--split-by head\\+flips: model tiny ships no split"):
+        TilePredictor(PredictConfig(model="tiny", device="cpu", split_by="head+flips"))
     with pytest.raises(ConfigError, match="--split-by must be one of"):
         PredictConfig(split_by="peaks").validate()
 

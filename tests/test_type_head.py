@@ -228,7 +228,7 @@ def test_ship_tool_records_the_head_and_its_licences_in_the_card(tmp_path):
     folder.mkdir()
     save_type_head(NucleusTypeNet(HEADS, width=8, embed=4), folder / "type_head_seed1.safetensors")
     log = {"recipe": "python tools/train_type_head.py --out x --seed 1", "steps": 5, "seconds": 3,
-           "train_counts": {"a": {"dark": 3, "pale": 4}},
+           "train_counts": {"a": {"dark": 3, "pale": 4}, "general": {"inflammatory": 7}},
            "held_out_accuracy": {"a": {"accuracy": 0.5, "balanced": 0.5}}}  # fmt: skip
     (folder / "type_head_seed1.json").write_text(json.dumps(log))
     weights = tmp_path / "weights"
@@ -247,6 +247,7 @@ def test_ship_tool_records_the_head_and_its_licences_in_the_card(tmp_path):
     assert "--seed 1" in entry["recipe"] and entry["held_out_accuracy"]["a"]["accuracy"] == 50.0
     assert "CRCHistoPhenotypes (research use only)" in card["licence"]
     assert "crchisto_points" in card["training_data"]
+    assert "own set's terms" in entry["trained_on"]["general"]["licence"]
     assert load_type_head(shipped).heads == net_heads(HEADS)
 
 

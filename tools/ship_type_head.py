@@ -28,6 +28,8 @@ LICENCES = {
     "crchisto_points": "CRCHistoPhenotypes (Sirinukunwattana et al., IEEE TMI 2016), research use only",
     "consep": "CoNSeP (Graham et al., MedIA 2019), research use",
     "pannuke_2": "PanNuke breast, 2 classes (Gamper et al.), CC BY-NC-SA 4.0",
+    # every set's nuclei, each class mapped to a general type: each keeps its own set's terms
+    "general": "the four sets above, each nucleus under its own set's terms",
 }
 
 

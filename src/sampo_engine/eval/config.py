@@ -96,7 +96,8 @@ class EvalConfig:
     split_by: str = option(
         "auto",
         "with --whole-images: how touching nuclei are cut apart (auto = the model's learned "
-        "split head where it ships one, else the watershed; watershed = always the watershed; "
+        "split head where it ships one, else the watershed; head+flips = the head averaged "
+        "over the image and its three flips; watershed = always the watershed; "
         "docs/split_head.md)",
         choices=SPLITS,
     )

@@ -17,8 +17,12 @@ import numpy as np
 
 from sampo_engine.errors import ConfigError, DataError
 
-#: ``PredictConfig.split_by``: auto = the head where the model ships one, else the watershed
-SPLITS = ("auto", "head", "watershed")
+#: ``PredictConfig.split_by``: auto = the head where the model ships one, else the watershed;
+#: head+flips = the head averaged over the image and its three flips (~4× the head's time;
+#: docs/split_head.md)
+SPLITS = ("auto", "head", "head+flips", "watershed")
+#: the settings that refuse a model without a head
+NEEDS_HEAD = ("head", "head+flips")
 
 
 @dataclass
@@ -49,15 +53,15 @@ class NucleusSplitter:
         try:
             found = shipped_split_head(model_type, device)
         except DataError as err:
-            if config.split_by == "head":
+            if config.split_by in NEEDS_HEAD:
                 raise
             self.messages = [f"split head unusable, nuclei cut by the watershed instead: {err}"]
             return
         if found is None:
-            if config.split_by == "head":
+            if config.split_by in NEEDS_HEAD:
                 raise ConfigError(
-                    f"--split-by head: model {model_type} ships no split head (only nuclei-small "
-                    f"does); use --split-by watershed or auto"
+                    f"--split-by {config.split_by}: model {model_type} ships no split head (only "
+                    f"nuclei-small does); use --split-by watershed or auto"
                 )
             return
         self.head, self.settings = found
@@ -93,7 +97,8 @@ class NucleusSplitter:
         if abs(scale - 1.0) > 1e-6:
             rgb = resample_image(rgb, scale)
             prob = _resize(prob, rgb.shape[:2])
-        fg, distance = predict_split_maps(self.head, rgb, prob, self.device)
+        flips = self.config.split_by == "head+flips"
+        fg, distance = predict_split_maps(self.head, rgb, prob, self.device, flips=flips)
         mask = fg > float(self.settings.get("threshold", 0.5))
         # sizes are the image's px (as --min-size says): at the head's scale they grow by scale²
         min_size = max(1, int(round(self.config.min_size * scale * scale)))

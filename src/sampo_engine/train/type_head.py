@@ -45,7 +45,7 @@ from sampo_engine.train.schedule import cosine_adamw
 class TypeHeadConfig:
     """How the type head is trained."""
 
-    epochs: float = 6.0
+    epochs: float = 12.0
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-4
