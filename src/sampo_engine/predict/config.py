@@ -147,7 +147,7 @@ class PredictConfig:
         "instances (T1): how touching nuclei are cut apart — head = the model's learned split "
         "head, which reads the image at full resolution (nuclei-small ships one; "
         "docs/split_head.md); head+flips = the head averaged over the image and its three "
-        "flips (~1.9x the T1 time, +1.5 PQ on CoNSeP, +0.8 on MoNuSeg, none on GBM40 and "
+        "flips (~1.8x the T1 time, +1.6 PQ on CoNSeP, +0.8 on MoNuSeg, none on GBM40 and "
         "PanNuke); watershed = distance-transform watershed of the probability "
         "(--seed-distance, --seed-sigma); auto = head where the model ships one",
         choices=SPLITS,
