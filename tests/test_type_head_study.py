@@ -262,3 +262,28 @@ def test_the_exemplar_study_scores_every_source_and_classifier(tmp_path):
     gt = [float(r["f1"]) for r in rows if r["rule"] == "gt-logreg"]
     assert gt and all(0 <= v <= 1 for v in gt)
     assert "## consep" in (out / "summary_t.md").read_text()
+
+
+def test_the_exemplar_study_scores_several_classes_at_once(tmp_path):
+    from sampo_engine.experiments.exemplar_study import class_clicks, main
+
+    xy = np.array([[i * 3.0, i * 2.0] for i in range(12)])
+    cls = np.array([1, 1, 1, 2, 2, 2, 2, 3, 3, 1, 2, 1])  # class 3 has 2 dots: not clicked
+    pts, index, ids = class_clicks(xy, cls, 0, "img")
+    assert ids == [1, 2] and index.tolist() == [0, 0, 0, 1, 1, 1]
+    assert all(cls[np.flatnonzero((xy == p).all(1))[0]] == ids[i] for p, i in zip(pts, index))
+    assert class_clicks(xy, np.ones(12, int), 0, "img") is None  # one class: nothing to label
+    shared = _disc_sets(tmp_path)
+    out = tmp_path / "rows"
+    args = ["--out", str(out), "--shared", str(shared), "--seeds", "0", "1",
+            "--max-point-images", "1", "--sources", "classical", "--model", "tiny",
+            "--datasets", "brca_m2c_points", "--classes", "--tag", "c"]  # fmt: skip
+    assert main(args) == 0
+    with open(out / "rows_c.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for rule in ("classical-classes", "model-classes"):
+        mine = [r for r in rows if r["rule"] == rule]
+        assert {r["seed"] for r in mine} == {"0", "1"}
+        assert len({r["class"] for r in mine}) >= 2  # one row per clicked class
+        assert all(0 <= float(r["coverage"]) <= 1 for r in mine)
+    assert "classical-classes" in (out / "summary_c.md").read_text()

@@ -445,6 +445,8 @@ def test_t2_by_nucleus_colours_probability_and_rethresholds_live(setup, sample, 
 
     viewer, _, widget = setup
     assert widget.t2_mode_combo.currentData() == "exemplar"  # the default: measured best
+    # the dock's behaviour, not the packaged type head's view of generated tissue
+    widget.types_combo.setCurrentIndex(widget.types_combo.findData("off"))
     points = widget.prompts_layer(create=True)
     points.add(_centres(sample, 3, cls=1))  # three lymphocytes ...
     widget.toggle_polarity()
@@ -531,6 +533,7 @@ def test_classes_task_labels_every_nucleus_with_the_clicked_classes(setup, sampl
     from napari_sampo._segment_classes import class_rgba
 
     viewer, _, widget = setup
+    widget.types_combo.setCurrentIndex(widget.types_combo.findData("off"))  # the dock, not the head
     widget.task_combo.setCurrentIndex(widget.task_combo.findData("classes"))
     assert widget.polarity_button.isHidden() and not widget.class_controls.isHidden()
     points = widget.prompts_layer(create=True)

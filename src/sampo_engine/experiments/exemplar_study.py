@@ -21,6 +21,11 @@ Usage::
     python tools/exemplar_study.py --out runs/exemplar_study --model small \\
         --checkpoint runs/base_both/base/base.pth --tag model                      # + a model
 
+``--classes`` also scores several classes at once on the point sets (``--task classes``, the
+dock's Classes): 3 dots of every class clicked as that class, every nucleus labelled with one of
+them (rules ``classical-classes``, ``model-classes``, the ``blend`` classifier); per class, the
+nuclei labelled with it are scored as a T2 answer would be (precision, coverage).
+
 Writes ``<out>/rows.csv`` (one row per image × class × seed × source × rule) and
 ``<out>/summary.md`` (means per dataset, class, source and rule, with the seed spread).
 """
@@ -58,6 +63,54 @@ def point_clicks(xy, cls, target: int, seed: int, name: str):
     p = rng.choice(pos, 3, replace=False)
     n = rng.choice(neg, min(3, len(neg)), replace=False)
     return np.concatenate([xy[p], xy[n]]).astype(np.float32), np.array([1] * 3 + [0] * len(n))
+
+
+def class_clicks(xy, cls, seed: int, name: str):
+    """3 dots of every class with at least 3, seeded by (seed, image): ((P, 2) float32 (x, y),
+    (P,) index into the returned class ids, class ids), or None with fewer than two classes."""
+    import zlib
+
+    rng = np.random.default_rng(zlib.crc32(f"{seed}|{name}|classes".encode()))
+    ids = [c for c in sorted(set(cls.tolist())) if (cls == c).sum() >= 3]
+    if len(ids) < 2:
+        return None
+    picks = [rng.choice(np.flatnonzero(cls == c), 3, replace=False) for c in ids]
+    index = np.repeat(np.arange(len(ids)), 3)
+    return np.asarray(xy)[np.concatenate(picks)].astype(np.float32), index, ids
+
+
+def _class_answers(sources, index, image2x, pts, pclasses, k: int, fresh: bool) -> dict:
+    """Every nucleus labelled with one of ``k`` classes from the clicks: {rule: [(H, W) labels of
+    the nuclei given class j, for j < k], scale of the maps relative to the dots}. A refused
+    query (e.g. clicks of two classes on one merged nucleus) is scored as an empty answer."""
+    from sampo_engine.errors import DataError
+    from sampo_engine.predict.nucleus_classes import only_ids, score_classes
+
+    names = [f"c{j}" for j in range(k)]
+    out = {}
+    if index is not None:
+        try:
+            res = score_classes(index, pts, pclasses, names, method="blend")
+            maps = [index.keep(np.flatnonzero(res.classes == j)) for j in range(k)]
+        except DataError:
+            maps = [np.zeros_like(index.labels)] * k
+        out["classical-classes"] = (maps, 1)
+    predictor = sources.predictor
+    if predictor is not None:
+        if fresh:
+            predictor.set_image(image2x)
+            predictor.forget_nuclei()
+        predictor.config.classifier = "blend"
+        try:
+            got = predictor.classify(pts * 2 + 0.5, pclasses, names)
+            ids, classes = got.nucleus.ids, got.nucleus.classes
+            maps = [only_ids(got.labels, ids[classes == j]) for j in range(k)]
+        except DataError:
+            maps = [np.zeros(image2x.shape[:2], np.int32)] * k
+        finally:
+            predictor.config.classifier = "logreg"
+        out["model-classes"] = (maps, 2)
+    return out
 
 
 class Sources:
@@ -117,19 +170,30 @@ def _classify(index, points, labels) -> dict:
 
 
 def _model_answers(predictor, image, points, labels, fresh: bool):
-    """The model's T2 answers for one click set: exemplar (logreg), hybrid, decoder."""
+    """The model's T2 answers for one click set: exemplar (logreg), hybrid, decoder. A refused
+    query (e.g. every click on one merged nucleus) is scored as an empty answer, as
+    ``sampo-engine eval`` does."""
+    from sampo_engine.errors import DataError
+
     if fresh:
         predictor.set_image(image)
         predictor.forget_nuclei()
+
+    def answer() -> np.ndarray:
+        try:
+            return predictor.predict(points, labels, task="t2").labels
+        except DataError:
+            return np.zeros(image.shape[:2], np.int32)
+
     out = {}
     for mode in ("exemplar", "hybrid", "decoder"):
         predictor.config.t2_mode = mode
-        out[f"model-{mode}"] = predictor.predict(points, labels, task="t2").labels
+        out[f"model-{mode}"] = answer()
     if predictor.type_head is not None:  # the classifiers that read its general types
         predictor.config.t2_mode = "exemplar"
         for method in TYPE_CLASSIFIERS:
             predictor.config.classifier = method
-            out[f"model-exemplar-{method}"] = predictor.predict(points, labels, task="t2").labels
+            out[f"model-exemplar-{method}"] = answer()
         predictor.config.classifier = "logreg"
     return out
 
@@ -231,7 +295,32 @@ def run_points(args, sources, writer, dataset: str) -> None:
                          "rule": rule, "precision": m["precision"], "coverage": m["coverage"],
                          "held": m["held"]}
                     )  # fmt: skip
+        if args.classes:
+            _score_classes(args, sources, writer, dataset, name, image, xy, cls, index, big)
         print(f"{dataset} {name} done", flush=True)
+
+
+def _score_classes(args, sources, writer, dataset, name, image, xy, cls, index, big) -> None:
+    """Rows of several classes at once on one point-set image (``--classes``)."""
+    from skimage.transform import rescale
+
+    fresh = big is None  # else the T2 rules have set this image and segmented its nuclei
+    if sources.predictor is not None and big is None:
+        big = (rescale(image, 2, order=1, channel_axis=2) * 255).round().astype(np.uint8)
+    for seed in args.seeds:
+        clicks = class_clicks(xy, cls, seed, name)
+        if clicks is None:
+            continue
+        pts, pclasses, ids = clicks
+        answers = _class_answers(sources, index, big, pts, pclasses, len(ids), fresh)
+        fresh = False
+        for rule, (maps, scale) in answers.items():
+            for j, c in enumerate(ids):
+                m = point_agreement(maps[j], xy * scale + (scale - 1) / 2, cls, c)
+                writer.writerow(
+                    {"dataset": dataset, "image": name, "class": c, "seed": seed, "rule": rule,
+                     "precision": m["precision"], "coverage": m["coverage"], "held": m["held"]}
+                )  # fmt: skip
 
 
 def summarise(rows: list[dict]) -> str:
@@ -293,6 +382,9 @@ def main(argv=None, repo: Path | None = None) -> int:
     )
     parser.add_argument("--type-weight", type=float, default=None, help="weight of its columns")
     parser.add_argument("--group-weights", default="", help="e.g. stain=0,morphology=0.5")
+    parser.add_argument(
+        "--classes", action="store_true", help="point sets: also several classes at once"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
