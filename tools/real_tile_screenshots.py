@@ -1,13 +1,16 @@
-"""The README's pictures on real tissue: the plugin on the shipped BRCA-M2C tile, T1 and T2.
+"""The README's pictures on real tissue: the plugin on the shipped BRCA-M2C tile, T1, T2 and
+Classes.
 
-    python tools/real_tile_screenshots.py     # docs/images/real_t1.png, real_t2.png
+    python tools/real_tile_screenshots.py     # docs/images/real_t1.png, real_t2.png, real_classes.png
 
 Opens napari's sample "Real H&E tile (BRCA-M2C breast)" (resampled to 40×), with the default
 model (the shipped ``nuclei-small``, no download); T1 from three clicks on nuclei the experts
 marked; T2 by nucleus from three lymphocytes (positive) and three tumour/stromal nuclei
 (negative). Prints the numbers that go with the pictures: nuclei found, the share of the experts'
 dots inside a nucleus, and for T2 the share of picked nuclei (holding a dot) that are
-lymphocytes and the share of lymphocyte dots picked. Starts a virtual display when needed.
+lymphocytes and the share of lymphocyte dots picked. Classes: three nuclei of each of the
+experts' three classes clicked under their names; printed: per class, the share of the nuclei
+given that class (holding a dot) whose dot is of it. Starts a virtual display when needed.
 """
 
 from __future__ import annotations
@@ -91,6 +94,33 @@ def main(argv=None) -> int:
         f"T2 (lymphocytes, by nucleus): {t2.num_nuclei} nuclei; of those holding an expert dot "
         f"{100 * agree['precision']:.0f} % are lymphocytes; {100 * agree['coverage']:.0f} % of "
         f"the {agree['class_points']} lymphocyte dots picked; {time.perf_counter() - start:.1f} s"
+    )
+    # several classes at once: three clicks of each class, under its name
+    points.data = np.zeros((0, 2))
+    widget.task_combo.setCurrentIndex(widget.task_combo.findData("classes"))
+    names = {1: "lymphocyte", 2: "tumour", 3: "stromal"}
+    for c, name in names.items():
+        widget.next_class_combo.setEditText(name)
+        points.add(rc[[i for i in near if cls_id[i] == c][:3]])
+    start = time.perf_counter()
+    widget.segment()
+    _wait(app, lambda: not widget.running)
+    labelled = widget.last_prediction
+    viewer.layers["SAMPO T2 lymphocyte"].visible = False
+    _wait(app, lambda: True)
+    viewer.screenshot(str(args.out / "real_classes.png"), canvas_only=False)
+    nucleus = labelled.nucleus
+    shares = []
+    for k, name in enumerate(nucleus.class_names):
+        from sampo_engine.predict.nucleus_classes import only_ids
+
+        c = {v: i for i, v in names.items()}[name]
+        agree = point_agreement(only_ids(labelled.labels, nucleus.ids[nucleus.classes == k]),
+                                xy, cls_id, c)  # fmt: skip
+        shares.append(f"{name} {100 * agree['precision']:.0f} %")
+    print(
+        f"Classes: {labelled.num_nuclei} nuclei labelled; of those given a class and holding a "
+        f"dot, the share of that class: {', '.join(shares)}; {time.perf_counter() - start:.1f} s"
     )
     del rng, inside
     viewer.close()
