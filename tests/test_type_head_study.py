@@ -287,3 +287,13 @@ def test_the_exemplar_study_scores_several_classes_at_once(tmp_path):
         assert len({r["class"] for r in mine}) >= 2  # one row per clicked class
         assert all(0 <= float(r["coverage"]) <= 1 for r in mine)
     assert "classical-classes" in (out / "summary_c.md").read_text()
+    # CoNSeP: the true and the floor's nuclei labelled, scored by nucleus F1 per class
+    out2 = tmp_path / "rows2"
+    args = ["--out", str(out2), "--shared", str(shared), "--seeds", "0", "--sources", "gt",
+            "classical", "--datasets", "consep", "--classes", "--tag", "k"]  # fmt: skip
+    assert main(args) == 0
+    with open(out2 / "rows_k.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["rule"].endswith("-classes")]
+    assert {r["rule"] for r in rows} == {"gt-classes", "classical-classes"}
+    gt = [float(r["f1"]) for r in rows if r["rule"] == "gt-classes"]
+    assert len(gt) >= 2 and np.mean(gt) > 0.5  # discs of distinct sizes and colours

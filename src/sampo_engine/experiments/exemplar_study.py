@@ -21,10 +21,11 @@ Usage::
     python tools/exemplar_study.py --out runs/exemplar_study --model small \\
         --checkpoint runs/base_both/base/base.pth --tag model                      # + a model
 
-``--classes`` also scores several classes at once on the point sets (``--task classes``, the
-dock's Classes): 3 dots of every class clicked as that class, every nucleus labelled with one of
-them (rules ``classical-classes``, ``model-classes``, the ``blend`` classifier); per class, the
-nuclei labelled with it are scored as a T2 answer would be (precision, coverage).
+``--classes`` also scores several classes at once (``--task classes``, the dock's Classes): 3
+dots (CoNSeP: 3 nuclei' centroids) of every class clicked as that class, every nucleus labelled
+with one of them (rules ``<source>-classes``, the ``blend`` classifier); per class, the nuclei
+labelled with it are scored as a T2 answer would be (precision and coverage on the point sets;
+nucleus F1 and Dice on CoNSeP, where HoVer-Net's classification F1 is of such a labelling).
 
 Writes ``<out>/rows.csv`` (one row per image × class × seed × source × rule) and
 ``<out>/summary.md`` (means per dataset, class, source and rule, with the seed spread).
@@ -79,10 +80,16 @@ def class_clicks(xy, cls, seed: int, name: str):
     return np.asarray(xy)[np.concatenate(picks)].astype(np.float32), index, ids
 
 
-def _class_answers(sources, index, image2x, pts, pclasses, k: int, fresh: bool) -> dict:
+def _class_answers(
+    sources, index, image2x, pts, pclasses, k: int, fresh: bool, scale: int = 2,
+    model: bool = True, source: str = "classical",
+) -> dict:  # fmt: skip
     """Every nucleus labelled with one of ``k`` classes from the clicks: {rule: [(H, W) labels of
-    the nuclei given class j, for j < k], scale of the maps relative to the dots}. A refused
-    query (e.g. clicks of two classes on one merged nucleus) is scored as an empty answer."""
+    the nuclei given class j, for j < k], scale of the maps relative to the dots}. ``index``:
+    ``source``'s nuclei (the floor's or the true ones), scored with ``score_classes`` as rule
+    ``<source>-classes`` (None: not scored); the model
+    (``model``) sees ``image2x``, the image ×``scale``. A refused query (e.g. clicks of two
+    classes on one merged nucleus) is scored as an empty answer."""
     from sampo_engine.errors import DataError
     from sampo_engine.predict.nucleus_classes import only_ids, score_classes
 
@@ -94,22 +101,22 @@ def _class_answers(sources, index, image2x, pts, pclasses, k: int, fresh: bool) 
             maps = [index.keep(np.flatnonzero(res.classes == j)) for j in range(k)]
         except DataError:
             maps = [np.zeros_like(index.labels)] * k
-        out["classical-classes"] = (maps, 1)
+        out[f"{source}-classes"] = (maps, 1)
     predictor = sources.predictor
-    if predictor is not None:
+    if predictor is not None and model:
         if fresh:
             predictor.set_image(image2x)
             predictor.forget_nuclei()
         predictor.config.classifier = "blend"
         try:
-            got = predictor.classify(pts * 2 + 0.5, pclasses, names)
+            got = predictor.classify(pts * scale + (scale - 1) / 2, pclasses, names)
             ids, classes = got.nucleus.ids, got.nucleus.classes
             maps = [only_ids(got.labels, ids[classes == j]) for j in range(k)]
         except DataError:
             maps = [np.zeros(image2x.shape[:2], np.int32)] * k
         finally:
             predictor.config.classifier = "logreg"
-        out["model-classes"] = (maps, 2)
+        out["model-classes"] = (maps, scale)
     return out
 
 
@@ -220,12 +227,14 @@ def run_consep(args, sources, writer) -> None:
         indices = {src: _describe(image, nuc, sources.types(0.25)) for src, nuc in nuclei.items()
                    if src != "gt" or "gt" in args.sources}  # fmt: skip
         first_model = True
+        truths = {}
         for c in (1, 2, 3, 4):
             intent = Intent("t2", c)
             truth = np.where(np.isin(inst, np.unique(inst[cls_map == c])), inst, 0)
             if not truth.any():
                 continue
             _, true_centroids = label_centroids(truth)
+            truths[c] = (truth, true_centroids)
             for seed in args.seeds:
                 clicks = one_tile_clicks(inst, cls_map, intent, boxes, seed, name)
                 if clicks is None:
@@ -250,7 +259,52 @@ def run_consep(args, sources, writer) -> None:
                          "rule": rule, "f1": m["f1"], "precision": m["precision"],
                          "recall": m["recall"], "dice": dice(ans > 0, truth > 0)}
                     )  # fmt: skip
+        if args.classes:
+            fresh = first_model  # else the T2 rules have set this image and its nuclei
+            _score_consep_classes(args, sources, writer, name, image, inst, cls_map, indices,
+                                  truths, fresh)  # fmt: skip
         print(f"consep {name} done", flush=True)
+
+
+def nucleus_classes_of(inst: np.ndarray, cls_map: np.ndarray):
+    """(ids (N,), centroids (N, 2) (row, col), class (N,): the majority class of its pixels)
+    of the nuclei of an instance map."""
+    ids, centroids = label_centroids(inst)
+    flat_i, flat_c = inst.ravel(), cls_map.ravel().astype(np.int64)
+    inside = flat_i > 0
+    counts = np.zeros((int(flat_i.max()) + 1, int(flat_c.max()) + 1), np.int64)
+    np.add.at(counts, (flat_i[inside], flat_c[inside]), 1)
+    return ids, centroids, counts[ids].argmax(1)
+
+
+def _score_consep_classes(args, sources, writer, name, image, inst, cls_map, indices, truths,
+                          fresh: bool) -> None:  # fmt: skip
+    """Rows of several classes at once on one CoNSeP image (``--classes``): 3 nuclei of every
+    class clicked at their centroids, every nucleus labelled; per class, the nucleus F1 (12 px)
+    and Dice of the nuclei given that class against the true nuclei of it — HoVer-Net's
+    classification F1 is of such a labelling."""
+    _, centroids, classes = nucleus_classes_of(inst, cls_map)
+    for seed in args.seeds:
+        clicks = class_clicks(centroids[:, ::-1], classes, seed, name)
+        if clicks is None:
+            continue
+        pts, pclasses, ids = clicks
+        answers = _class_answers(sources, None, image, pts, pclasses, len(ids), fresh, scale=1)
+        fresh = False
+        for src, index in indices.items():
+            answers.update(_class_answers(sources, index, None, pts, pclasses, len(ids), False,
+                                          scale=1, model=False, source=src))  # fmt: skip
+        for rule, (maps, _) in answers.items():
+            for j, c in enumerate(ids):
+                if c not in truths:
+                    continue
+                truth, true_centroids = truths[c]
+                m = centroid_f1(label_centroids(maps[j])[1], true_centroids, 12.0)
+                writer.writerow(
+                    {"dataset": "consep", "image": name, "class": c, "seed": seed, "rule": rule,
+                     "f1": m["f1"], "precision": m["precision"], "recall": m["recall"],
+                     "dice": dice(maps[j] > 0, truth > 0)}
+                )  # fmt: skip
 
 
 def run_points(args, sources, writer, dataset: str) -> None:
