@@ -81,15 +81,17 @@ def class_clicks(xy, cls, seed: int, name: str):
 
 
 def _class_answers(
-    sources, index, image2x, pts, pclasses, k: int, fresh: bool, scale: int = 2,
+    sources, index, model_image, pts, pclasses, k: int, fresh: bool, scale: int = 2,
     model: bool = True, source: str = "classical",
 ) -> dict:  # fmt: skip
     """Every nucleus labelled with one of ``k`` classes from the clicks: {rule: [(H, W) labels of
-    the nuclei given class j, for j < k], scale of the maps relative to the dots}. ``index``:
-    ``source``'s nuclei (the floor's or the true ones), scored with ``score_classes`` as rule
-    ``<source>-classes`` (None: not scored); the model
-    (``model``) sees ``image2x``, the image ×``scale``. A refused query (e.g. clicks of two
-    classes on one merged nucleus) is scored as an empty answer."""
+    the nuclei given class j, for j < k], scale of the maps relative to the dots}.
+
+    ``index``: ``source``'s nuclei (the floor's or the true ones), scored with
+    ``score_classes`` as rule ``<source>-classes`` (None: not scored). The model (``model``)
+    sees ``model_image``: the image ×``scale`` (the point sets' 20× images at the model's 40×;
+    CoNSeP as it is). A refused query (e.g. clicks of two classes on one merged nucleus) is
+    scored as an empty answer."""
     from sampo_engine.errors import DataError
     from sampo_engine.predict.nucleus_classes import only_ids, score_classes
 
@@ -105,7 +107,7 @@ def _class_answers(
     predictor = sources.predictor
     if predictor is not None and model:
         if fresh:
-            predictor.set_image(image2x)
+            predictor.set_image(model_image)
             predictor.forget_nuclei()
         predictor.config.classifier = "blend"
         try:
@@ -113,7 +115,7 @@ def _class_answers(
             ids, classes = got.nucleus.ids, got.nucleus.classes
             maps = [only_ids(got.labels, ids[classes == j]) for j in range(k)]
         except DataError:
-            maps = [np.zeros(image2x.shape[:2], np.int32)] * k
+            maps = [np.zeros(model_image.shape[:2], np.int32)] * k
         finally:
             predictor.config.classifier = "logreg"
         out["model-classes"] = (maps, scale)
