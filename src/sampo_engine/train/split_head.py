@@ -25,7 +25,7 @@ from scipy import ndimage as ndi
 
 from sampo_engine.errors import ConfigError, DataError
 from sampo_engine.models.split_head import INPUTS, SplitHead, head_input
-from sampo_engine.train.schedule import cosine_adamw
+from sampo_engine.train.schedule import cosine_adamw, take_step
 
 
 @dataclass(frozen=True)
@@ -157,12 +157,7 @@ def train_split_head(
     head.train()
     for step in range(cfg.steps):
         x, y = _batch(examples, cfg, rng)
-        loss = split_head_loss(head(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(take_step(opt, sched, split_head_loss(head(x), y)))
         if progress is not None:
             progress(step + 1, losses[-1])
     head.eval()

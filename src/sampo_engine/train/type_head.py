@@ -38,7 +38,7 @@ from sampo_engine.models.type_head import (
     nucleus_patches,
     patch_tensor,
 )
-from sampo_engine.train.schedule import cosine_adamw
+from sampo_engine.train.schedule import cosine_adamw, take_step
 
 
 @dataclass(frozen=True)
@@ -255,12 +255,7 @@ def train_type_head(
         pos += cfg.batch_size
         x = _augment(patch_tensor(examples.patches[pick.numpy()]), gen)
         emb, logits = net(x)
-        loss = type_head_loss(logits, labels[pick])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(take_step(opt, sched, type_head_loss(logits, labels[pick])))
         if progress is not None:
             progress(step + 1, steps, losses[-1])
     net.eval()
