@@ -74,11 +74,12 @@ def test_split_by_distance_refuses_bad_input():
     assert split_by_distance(np.zeros((4, 4), bool), np.zeros((4, 4))).max() == 0
 
 
-def test_head_runs_on_any_size_and_in_windows(monkeypatch):
+@pytest.mark.parametrize("depth", [2, 3])
+def test_head_runs_on_any_size_and_in_windows(monkeypatch, depth):
     import sampo_engine.models.split_head as sh
 
     torch.manual_seed(0)
-    head = SplitHead(4).eval()
+    head = SplitHead(4, depth=depth).eval()
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)
     prob = rng.random((70, 90)).astype(np.float32)
@@ -88,7 +89,8 @@ def test_head_runs_on_any_size_and_in_windows(monkeypatch):
     # in windows with a halo covering the receptive field: the same maps (batch norm is in
     # eval mode, so each pixel depends on its neighbourhood only)
     monkeypatch.setattr(sh, "WINDOW", 32)
-    monkeypatch.setattr(sh, "HALO", 24)
+    monkeypatch.setattr(sh, "HALO", 24 if depth == 2 else 32)  # the deeper head reaches farther
+    assert sh.halo(head) == (24 if depth == 2 else 64)
     fg_w, dist_w = predict_split_maps(head, rgb, prob)
     assert np.abs(fg_w - fg).max() < 1e-4 and np.abs(dist_w - dist).max() < 1e-4
     with pytest.raises(DataError, match="same size"):
@@ -128,6 +130,11 @@ def test_weights_round_trip_and_damaged_files_are_refused(tmp_path):
     save_file({"w": torch.zeros(2)}, str(other))
     with pytest.raises(DataError, match="not a split head"):
         load_split_head(other)
+    deep = SplitHead(4, depth=3)
+    save_split_head(deep, tmp_path / "deep.safetensors")
+    assert load_split_head(tmp_path / "deep.safetensors").depth == 3  # read from the header
+    with pytest.raises(DataError, match="depth"):
+        SplitHead(4, depth=5)
     with pytest.raises(DataError, match="no split head file"):
         load_split_head(tmp_path / "missing.safetensors")
 
@@ -135,6 +142,10 @@ def test_weights_round_trip_and_damaged_files_are_refused(tmp_path):
 def test_config_refuses_impossible_settings():
     with pytest.raises(ConfigError, match="crop"):
         SplitHeadConfig(crop=30)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        SplitHeadConfig(crop=36, depth=3)  # a multiple of 4 is not enough three levels down
+    with pytest.raises(ConfigError, match="depth"):
+        SplitHeadConfig(depth=1)
     with pytest.raises(ConfigError, match="steps"):
         SplitHeadConfig(steps=0)
     with pytest.raises(ConfigError, match="lr"):

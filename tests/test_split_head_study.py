@@ -47,11 +47,34 @@ def test_the_study_trains_heads_scores_them_and_writes_the_page(split_dir, tmp_p
     flips = (out / "flips.csv").read_text().splitlines()
     assert len(flips) == 1 + 1 * 2 * 2 * 2  # 1 test image × 2 arms × 2 seeds × with/without
 
+    # why the held-out nuclei were missed, per dataset
+    split_head_study.main(["errors", *args, "--flip-setting", "0.4", "16"])
+    errors = (out / "errors.md").read_text()
+    assert "| missed: merged |" in errors and "4 head(s) at core > 0.4, ≥ 16 px" in errors
+
+    # a second recipe (three levels) on the same maps, compared paired by seed
+    import shutil
+
+    deep = tmp_path / "deep"
+    shutil.copytree(out / "maps", deep / "maps")
+    deep_args = [*args, "--out", str(deep), "--arms", "image+prob", "--depth", "3"]
+    split_head_study.main(["train", *deep_args])
+    split_head_study.main(["score", *deep_args])
+    assert load_split_head(deep / "heads" / "image+prob_s0.safetensors").depth == 3
+    split_head_study.main(["compare", *deep_args, "--against", str(out)])
+    table = (deep / "compare.md").read_text()
+    assert "| PQ out | deep |" in table and "PQ difference per seed" in table
+    assert table.count(" / ") >= 2  # two seeds paired, per dataset and the mean
+    assert (
+        "— out: core >" in table
+        and "; deep: core >" in table
+        and "One pass over a 1000² tile" in table
+    )
+
     # packaging a head of the study: the file and its card entry (SHA-256, chosen core level)
     import hashlib
     import importlib.util
     import json
-    import shutil
 
     from sampo_engine.models.availability import shipped_weights_dir
 
@@ -67,3 +90,4 @@ def test_the_study_trains_heads_scores_them_and_writes_the_page(split_dir, tmp_p
     assert entry["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
     assert entry["inputs"] == "image" and entry["core_level"] in (0.4, 0.6)
     assert "--steps 3" in entry["recipe"] and load_split_head(shipped).inputs == "image"
+    assert "--depth" not in entry["recipe"] and entry["depth"] == 2

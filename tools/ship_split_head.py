@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     core, min_size = arm.setting
     pq = arm.by_measure["pq"][args.seed]
     ws = base.by_measure["pq"][-1]
+    depth = f" --depth {head.depth}" if head.depth != 2 else ""
     weights = Path(args.weights)
     shipped = ship_file(head_file, weights, FILE)
     card_path = weights / "nuclei_small.json"
@@ -64,13 +65,14 @@ def main(argv=None) -> int:
         **shipped,
         "inputs": head.inputs,
         "width": head.width,
+        "depth": head.depth,
         "threshold": 0.5,
         "core_level": core,
         "min_size_chosen": min_size,
         "trained": {k: meta[k] for k in ("steps", "seed", "train_images", "seconds") if k in meta},
         "recipe": f"python tools/split_head_study.py all --out {_rel(study)} --steps "
-        f"{meta.get('steps', '?')}; python tools/ship_split_head.py --study {_rel(study)} --arm "
-        f"{args.arm} --seed {args.seed}",
+        f"{meta.get('steps', '?')}{depth}; python tools/ship_split_head.py --study {_rel(study)} "
+        f"--arm {args.arm} --seed {args.seed}",
         "held_out_whole_image_t1_pq": {
             PRETTY.get(d, d): round(100 * v, 1) for d, v in pq.items() if d != "macro"
         },

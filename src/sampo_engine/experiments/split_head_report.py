@@ -208,3 +208,34 @@ def report(args, rows, n_trained: int) -> Path:
         "",
     ]
     return write_page(docs, args.page, text)
+
+
+def compare_table(rows, against, names: tuple[str, str]) -> list[str]:
+    """Markdown: the ``image+prob`` heads of two recipes (``rows`` and ``against``, each from its
+    own ``rows.csv``, ``names`` = (theirs, ours)), each at its own setting chosen on the training
+    images: held-out PQ / DQ / SQ / Dice per dataset and the mean over datasets (means over
+    images, then seeds), and the PQ difference paired by seed."""
+    new, old = Arm(rows, "image+prob"), Arm(against, "image+prob")
+    datasets = sorted({r["dataset"] for r in rows if r["split"] == "test"})
+    seeds = sorted(set(new.seeds) & set(old.seeds))
+    header = ["data"]
+    for _, title in MEASURES[:4]:
+        header += [f"{title.split(' ')[0]} {names[0]}", names[1]]  # theirs, then ours
+    header.append("PQ difference per seed")
+    table = []
+    for key in [*datasets, "macro"]:
+        cells = []
+        for measure, _ in MEASURES[:4]:
+            cells += [old.cell(measure, key).split(" ")[0], new.cell(measure, key).split(" ")[0]]
+        diffs = " / ".join(
+            f"{100 * (new.by_measure['pq'][s][key] - old.by_measure['pq'][s][key]):+.1f}"
+            for s in seeds
+        )
+        table.append([PRETTY.get(key, "mean"), *cells, diffs])
+    lines = markdown_table(header, table).rstrip("\n").split("\n")
+    settings = "; ".join(
+        f"{name}: core > {arm.setting[0]:g}, ≥ {arm.setting[1]} px, training-image PQ "
+        f"{100 * np.mean([v['macro'] for v in arm.train_pq.values()]):.1f}"
+        for name, arm in zip(names, (old, new))
+    )
+    return [*lines, "", f"Chosen on the training images — {settings}."]

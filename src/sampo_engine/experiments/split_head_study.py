@@ -46,7 +46,10 @@ def build_parser(repo: Path):
         description="Does a learned split head cut whole-image nuclei better than the watershed "
         "of the model's probability? (docs/split_head.md)"
     )
-    parser.add_argument("stage", choices=("maps", "train", "score", "report", "all", "flips"))
+    parser.add_argument(
+        "stage",
+        choices=("maps", "train", "score", "report", "all", "flips", "compare", "errors"),
+    )
     parser.add_argument("--out", default=str(repo / "runs" / "split_head"))
     parser.add_argument(
         "--split-dir",
@@ -72,14 +75,19 @@ def build_parser(repo: Path):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=2, choices=(2, 3))
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--core-levels", type=float, nargs="+", default=[0.4, 0.5, 0.6])
     parser.add_argument("--min-sizes", type=int, nargs="+", default=[32, 48])
+    parser.add_argument(
+        "--against", default="", help="compare: another recipe's folder (its rows.csv and heads)"
+    )
     parser.add_argument("--docs", default=str(repo / "docs"))
     parser.add_argument("--page", default="split_head.md")
     parser.add_argument(
         "--flip-setting", type=float, nargs=2, default=(0.4, 48), metavar=("CORE", "MIN_SIZE"),
-        help="flips: the core level and minimum size scored (default: the shipped head's)",
+        help="flips, errors: the core level and minimum size scored (default: the shipped "
+        "head's)",
     )  # fmt: skip
     return parser
 
@@ -132,7 +140,12 @@ def stage_maps(args) -> None:
 
 
 def head_path(args, arm: str, seed: int) -> Path:
-    return Path(args.out) / "heads" / f"{arm}_s{seed}.safetensors"
+    return head_file(args.out, arm, seed)
+
+
+def head_file(folder: str | Path, arm: str, seed: int) -> Path:
+    """The head of ``arm`` and ``seed`` in a study folder."""
+    return Path(folder) / "heads" / f"{arm}_s{seed}.safetensors"
 
 
 def stage_train(args) -> None:
@@ -153,7 +166,7 @@ def stage_train(args) -> None:
         for seed in todo:
             cfg = SplitHeadConfig(
                 steps=args.steps, batch_size=args.batch_size, crop=args.crop, width=args.width,
-                lr=args.lr, inputs=arm, seed=seed,
+                lr=args.lr, inputs=arm, seed=seed, depth=args.depth,
             )  # fmt: skip
             with tqdm(total=cfg.steps, desc=f"{arm} seed {seed}", unit="step") as bar:
 
@@ -163,7 +176,7 @@ def stage_train(args) -> None:
                         bar.set_postfix(loss=f"{loss:.3f}")
 
                 head, log = train_split_head(examples, cfg, tick)
-            meta = {"steps": cfg.steps, "seed": seed, "train_images": len(pairs),
+            meta = {"steps": cfg.steps, "seed": seed, "depth": cfg.depth, "train_images": len(pairs),
                     "seconds": f"{log['seconds']:.0f}", "model": args.model}  # fmt: skip
             path = head_path(args, arm, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -284,6 +297,90 @@ def flips_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def stage_errors(args) -> list[str]:
+    """Why held-out true nuclei go unmatched with each head of ``--out`` at ``--flip-setting``
+    (:func:`~sampo_engine.scoring.misses.miss_causes`): per dataset, counts summed over the
+    images, mean over the heads; a table on stdout and in ``<out>/errors.md``."""
+    from tqdm import tqdm
+
+    from sampo_engine.experiments.real_data.results import PRETTY
+    from sampo_engine.models.split_head import load_split_head, predict_split_maps
+    from sampo_engine.predict.instances import split_by_distance
+    from sampo_engine.scoring.misses import MissCauses, miss_causes
+    from sampo_engine.utils.atomic import write_text_atomic
+    from sampo_engine.utils.imageio import read_image
+
+    heads = {(arm, s): head_path(args, arm, s) for arm in args.arms for s in args.seeds}
+    heads = {k: load_split_head(p) for k, p in heads.items() if p.exists()}
+    if not heads:
+        sys.exit(f"no heads under {args.out}/heads: run the train stage first")
+    core, min_size = float(args.flip_setting[0]), int(args.flip_setting[1])
+    totals: dict[str, MissCauses] = {}
+    for ds, npz, image in tqdm(map_pairs(args, "test"), desc="errors", unit="image"):
+        with np.load(npz) as data:
+            prob, truth = data["prob"].astype(np.float32), data["inst"]
+        rgb = read_image(image)
+        for head in heads.values():
+            fg, dist = predict_split_maps(head, rgb, prob)
+            labels = split_by_distance(fg > HEAD_THRESHOLD, dist, core, min_size)
+            totals[ds] = totals.get(ds, MissCauses()) + miss_causes(truth, labels)
+    keys = ("true", "matched", "merged", "misshapen", "not_found", "spurious", "pieces")
+    lines = [
+        "| data | true nuclei | matched | missed: merged | missed: misshapen | missed: not found "
+        "| unmatched predictions: spurious | unmatched predictions: pieces |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for ds in sorted(totals):
+        counts = totals[ds].as_dict()
+        cells = " | ".join(f"{counts[k] / len(heads):.0f}" for k in keys)
+        lines.append(f"| {PRETTY.get(ds, ds)} | {cells} |")
+    lines += ["", f"{len(heads)} head(s) at core > {core:g}, ≥ {min_size} px; counts summed over "
+              "the held-out images, mean over the heads."]  # fmt: skip
+    write_text_atomic(Path(args.out) / "errors.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return lines
+
+
+def head_seconds(path: Path, size: int = 1000, repeats: int = 3) -> float:
+    """Best-of-``repeats`` seconds of the head at ``path`` over a ``size``² tile (one pass)."""
+    from sampo_engine.models.split_head import load_split_head, predict_split_maps
+
+    head = load_split_head(path)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    prob = rng.random((size, size), dtype=np.float32)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict_split_maps(head, rgb, prob)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def stage_compare(args) -> list[str]:
+    """``--out``'s heads against ``--against``'s (another recipe on the same maps), each at the
+    setting chosen on its training images, paired by seed, and the time of one pass of each
+    recipe's seed-0 head over a 1000² tile in this run: a table on stdout and in
+    ``<out>/compare.md``."""
+    from sampo_engine.experiments.split_head_report import compare_table
+    from sampo_engine.utils.atomic import write_text_atomic
+
+    paths = [Path(args.out) / "rows.csv", Path(args.against) / "rows.csv"]
+    for path in paths:
+        if not path.exists():
+            sys.exit(f"no {path}: run the score stage for both recipes first")
+    names = (Path(args.against).name, Path(args.out).name)
+    lines = compare_table(read_rows(paths[0]), read_rows(paths[1]), names)
+    heads = [head_file(folder, "image+prob", 0) for folder in (args.against, args.out)]
+    if all(h.exists() for h in heads):
+        t_old, t_new = (head_seconds(h) for h in heads)
+        lines += ["", f"One pass over a 1000² tile (this machine, this run): {names[0]} "
+                  f"{t_old:.2f} s, {names[1]} {t_new:.2f} s (× {t_new / t_old:.2f})."]  # fmt: skip
+    write_text_atomic(Path(args.out) / "compare.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return lines
+
+
 def write_rows(rows, path: Path) -> None:
     from sampo_engine.utils.atomic import write_text_atomic
 
@@ -315,6 +412,12 @@ def main(argv=None, repo: Path | None = None) -> None:
     start = time.perf_counter()
     if "flips" in todo:
         stage_flips(args)
+    if "errors" in todo:
+        stage_errors(args)
+    if "compare" in todo:
+        if not args.against:
+            sys.exit("compare needs --against <another recipe's folder>")
+        stage_compare(args)
     if "maps" in todo:
         stage_maps(args)
     if "train" in todo:

@@ -39,39 +39,52 @@ from sampo_engine.models.small_nets import conv_block, read_half, save_half
 INPUTS = {"image+prob": 4, "image": 3}
 #: output channels: foreground logit, normalised distance logit
 OUT_CHANNELS = 2
+#: levels below the full resolution a head may have
+DEPTHS = (2, 3)
 
 
 class SplitHead(nn.Module):
     """(B, C, H, W) image (+ probability) → (B, 2, H, W) logits (foreground, distance);
-    C = 4 for ``inputs="image+prob"``, 3 for ``"image"``."""
+    C = 4 for ``inputs="image+prob"``, 3 for ``"image"``. ``depth`` levels below the full
+    resolution (2: the shipped head; 3 reaches twice as far, ≈ 130 px)."""
 
-    def __init__(self, width: int = 16, inputs: str = "image+prob"):
+    def __init__(self, width: int = 16, inputs: str = "image+prob", depth: int = 2):
         super().__init__()
         if width < 4:
             raise DataError(f"split head width must be at least 4, got {width}")
         if inputs not in INPUTS:
             raise DataError(f"split head inputs must be one of {', '.join(INPUTS)}, not {inputs!r}")
-        self.width = int(width)
-        self.inputs = inputs
+        if depth not in DEPTHS:
+            raise DataError(f"split head depth must be one of {DEPTHS}, got {depth}")
+        self.width, self.inputs, self.depth = int(width), inputs, int(depth)
         w = self.width
-        self.enc0 = conv_block(INPUTS[inputs], w)
-        self.enc1 = conv_block(w, 2 * w)
-        self.mid = conv_block(2 * w, 4 * w)
-        self.dec1 = conv_block(4 * w + 2 * w, 2 * w)
-        self.dec0 = conv_block(2 * w + w, w)
+        # enc0 … enc{depth-1}, mid, dec{depth-1} … dec0: the names of the 2-level head's files
+        cin = INPUTS[inputs]
+        for level in range(depth):
+            setattr(self, f"enc{level}", conv_block(cin, w * 2**level))
+            cin = w * 2**level
+        self.mid = conv_block(cin, w * 2**depth)
+        for level in reversed(range(depth)):
+            setattr(
+                self, f"dec{level}", conv_block(w * 2 ** (level + 1) + w * 2**level, w * 2**level)
+            )
         self.out = nn.Conv2d(w, OUT_CHANNELS, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % 4, (-w) % 4
+        step = 2**self.depth
+        ph, pw = (-h) % step, (-w) % step
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        e0 = self.enc0(x)
-        e1 = self.enc1(F.max_pool2d(e0, 2))
-        m = self.mid(F.max_pool2d(e1, 2))
-        d1 = self.dec1(torch.cat([F.interpolate(m, scale_factor=2.0), e1], 1))
-        d0 = self.dec0(torch.cat([F.interpolate(d1, scale_factor=2.0), e0], 1))
-        return self.out(d0)[..., :h, :w]
+        skips = []
+        for level in range(self.depth):
+            x = getattr(self, f"enc{level}")(x if level == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        x = self.mid(F.max_pool2d(x, 2))
+        for level in reversed(range(self.depth)):
+            up = F.interpolate(x, scale_factor=2.0)
+            x = getattr(self, f"dec{level}")(torch.cat([up, skips[level]], 1))
+        return self.out(x)[..., :h, :w]
 
 
 def head_input(rgb: np.ndarray, prob: np.ndarray, inputs: str = "image+prob") -> torch.Tensor:
@@ -92,8 +105,14 @@ def head_input(rgb: np.ndarray, prob: np.ndarray, inputs: str = "image+prob") ->
 
 
 #: windows of this side (px) are run one at a time on large images, with HALO px of context
+#: (for a head of depth 2; ``halo(head)`` grows with the depth, as the receptive field does)
 WINDOW = 512
 HALO = 32
+
+
+def halo(head: SplitHead) -> int:
+    """Context (px) each window gets on every side: the head's reach (32 at depth 2)."""
+    return HALO * 2 ** (head.depth - 2)
 
 
 #: flip averaging (``flips=True``): the input flipped along rows, columns and both
@@ -128,12 +147,13 @@ def predict_split_maps(
             f"size, got {rgb.shape} and {prob.shape}"
         )
     h, w = prob.shape
+    reach = halo(head)
     fg = np.empty((h, w), dtype=np.float32)
     dist = np.empty((h, w), dtype=np.float32)
     for r in range(0, h, WINDOW):
         for c in range(0, w, WINDOW):
-            r0, c0 = max(0, r - HALO), max(0, c - HALO)
-            r1, c1 = min(h, r + WINDOW + HALO), min(w, c + WINDOW + HALO)
+            r0, c0 = max(0, r - reach), max(0, c - reach)
+            r1, c1 = min(h, r + WINDOW + reach), min(w, c + WINDOW + reach)
             x = head_input(rgb[r0:r1, c0:c1], prob[r0:r1, c0:c1], head.inputs)  # one window
             out = _forward(head, x.to(device), flips).cpu().numpy()[0]
             rr, cc = (
@@ -148,7 +168,8 @@ def predict_split_maps(
 def save_split_head(head: SplitHead, path: str | Path, metadata: dict | None = None) -> None:
     """Write the head's weights (fp16 safetensors) atomically; ``metadata`` (str → str) is
     stored in the file's header beside the width."""
-    meta = {"width": str(head.width), "inputs": head.inputs, "kind": "sampo-split-head"}
+    meta = {"width": str(head.width), "inputs": head.inputs, "depth": str(head.depth),
+            "kind": "sampo-split-head"}  # fmt: skip
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
     save_half(head, path, meta)
 
@@ -166,7 +187,9 @@ def load_split_head(path: str | Path, device: str = "cpu") -> SplitHead:
     """The head stored at ``path`` by :func:`save_split_head`; a file that is not one (or is
     damaged) is refused before any weight is used."""
     meta, state = read_half(path, "sampo-split-head", "split head")
-    head = SplitHead(int(meta.get("width", 16)), meta.get("inputs", "image+prob"))
+    head = SplitHead(
+        int(meta.get("width", 16)), meta.get("inputs", "image+prob"), int(meta.get("depth", 2))
+    )
     try:
         head.load_state_dict(state)
     except RuntimeError as exc:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from sampo_engine.errors import ConfigError, DataError
-from sampo_engine.models.split_head import INPUTS, SplitHead, head_input
+from sampo_engine.models.split_head import DEPTHS, INPUTS, SplitHead, head_input
 from sampo_engine.train.schedule import cosine_adamw, take_step
 
 
@@ -38,6 +38,8 @@ class SplitHeadConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     width: int = 16
+    #: levels below the full resolution (2: the shipped head; 3: twice the reach)
+    depth: int = 2
     #: what the head reads: "image+prob" (the image and the model's probability) or "image"
     inputs: str = "image+prob"
     seed: int = 0
@@ -48,8 +50,14 @@ class SplitHeadConfig:
                 raise ConfigError(
                     f"split head {name} must be at least 1, got {getattr(self, name)}"
                 )
-        if self.crop < 16 or self.crop % 4:
-            raise ConfigError(f"split head crop must be a multiple of 4 and ≥ 16, got {self.crop}")
+        if self.depth not in DEPTHS:
+            raise ConfigError(f"split head depth must be one of {DEPTHS}, got {self.depth}")
+        step = 2**self.depth
+        if self.crop < 4 * step or self.crop % step:
+            raise ConfigError(
+                f"split head crop must be a multiple of {step} and ≥ {4 * step} at depth "
+                f"{self.depth}, got {self.crop}"
+            )
         if self.inputs not in INPUTS:
             raise ConfigError(
                 f"split head inputs must be one of {', '.join(INPUTS)}, not {self.inputs!r}"
@@ -109,7 +117,7 @@ def _batch(examples: Sequence[SplitExample], cfg: SplitHeadConfig, rng: np.rando
     for _ in range(cfg.batch_size):
         ex = examples[int(rng.integers(len(examples)))]
         h, w = ex.x.shape[-2:]
-        c = min(cfg.crop, h, w) // 4 * 4
+        c = min(cfg.crop, h, w) // 2**cfg.depth * 2**cfg.depth
         r0, c0 = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
         x, y = ex.x[:, r0 : r0 + c, c0 : c0 + c], ex.y[:, r0 : r0 + c, c0 : c0 + c]
         k = int(rng.integers(4))
@@ -145,7 +153,7 @@ def train_split_head(
         raise DataError("no training images for the split head")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    head = SplitHead(cfg.width, cfg.inputs)
+    head = SplitHead(cfg.width, cfg.inputs, cfg.depth)
     if examples[0].x.shape[0] != INPUTS[cfg.inputs]:
         raise DataError(
             f"the examples have {examples[0].x.shape[0]} input channels; a head of inputs "
