@@ -52,6 +52,15 @@ def test_the_study_trains_heads_scores_them_and_writes_the_page(split_dir, tmp_p
     errors = (out / "errors.md").read_text()
     assert "| missed: merged |" in errors and "4 head(s) at core > 0.4, ≥ 16 px" in errors
 
+    # the head's foreground threshold, chosen on the training images
+    split_head_study.main(["thresholds", *args, "--flip-setting", "0.4", "16",
+                           "--thresholds", "0.4", "0.5"])  # fmt: skip
+    levels = (out / "thresholds.md").read_text()
+    assert "(chosen)" in levels and "| foreground threshold | training PQ (chooses) |" in levels
+    assert (
+        len((out / "thresholds.csv").read_text().splitlines()) == 1 + 3 * 2 * 2
+    )  # images × heads × levels
+
     # a second recipe (three levels) on the same maps, compared paired by seed
     import shutil
 

@@ -17,6 +17,9 @@ Stages (each cached; rerun any):
   and the watershed at the predictor's setting on the same maps: ``<out>/rows.csv``.
 - ``report``: the setting chosen on the training images, held-out numbers per dataset with the
   spread over seeds and paired differences (:mod:`~sampo_engine.experiments.split_head_report`).
+
+Checks of trained heads (``flips``, ``errors``, ``compare``, ``thresholds``) are in
+:mod:`~sampo_engine.experiments.split_head_checks`.
 """
 
 from __future__ import annotations
@@ -48,7 +51,17 @@ def build_parser(repo: Path):
     )
     parser.add_argument(
         "stage",
-        choices=("maps", "train", "score", "report", "all", "flips", "compare", "errors"),
+        choices=(
+            "maps",
+            "train",
+            "score",
+            "report",
+            "all",
+            "flips",
+            "compare",
+            "errors",
+            "thresholds",
+        ),
     )
     parser.add_argument("--out", default=str(repo / "runs" / "split_head"))
     parser.add_argument(
@@ -80,14 +93,18 @@ def build_parser(repo: Path):
     parser.add_argument("--core-levels", type=float, nargs="+", default=[0.4, 0.5, 0.6])
     parser.add_argument("--min-sizes", type=int, nargs="+", default=[32, 48])
     parser.add_argument(
+        "--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6],
+        help="thresholds: the head's foreground levels scored (the shipped head cuts at 0.5)",
+    )  # fmt: skip
+    parser.add_argument(
         "--against", default="", help="compare: another recipe's folder (its rows.csv and heads)"
     )
     parser.add_argument("--docs", default=str(repo / "docs"))
     parser.add_argument("--page", default="split_head.md")
     parser.add_argument(
         "--flip-setting", type=float, nargs=2, default=(0.4, 48), metavar=("CORE", "MIN_SIZE"),
-        help="flips, errors: the core level and minimum size scored (default: the shipped "
-        "head's)",
+        help="flips, errors, thresholds: the core level and minimum size scored (default: the "
+        "shipped head's)",
     )  # fmt: skip
     return parser
 
@@ -234,153 +251,6 @@ FIELDS = ("split", "dataset", "image", "arm", "seed", "core", "min_size", "dice"
           "sq", "centroid_f1", "count_ratio")  # fmt: skip
 
 
-def stage_flips(args) -> list[dict]:
-    """Held-out PQ of each head with and without flip averaging (``predict_split_maps(...,
-    flips=True)``) at ``--flip-setting``; rows to ``flips.csv``, a table on stdout."""
-    from tqdm import tqdm
-
-    from sampo_engine.models.split_head import load_split_head, predict_split_maps
-    from sampo_engine.predict.instances import split_by_distance
-    from sampo_engine.utils.imageio import read_image
-
-    heads = {(arm, s): head_path(args, arm, s) for arm in args.arms for s in args.seeds}
-    heads = {k: load_split_head(p) for k, p in heads.items() if p.exists()}
-    if not heads:
-        sys.exit(f"no heads under {args.out}/heads: run the train stage first")
-    core, min_size = float(args.flip_setting[0]), int(args.flip_setting[1])
-    rows = []
-    for ds, npz, image in tqdm(map_pairs(args, "test"), desc="flips", unit="image"):
-        with np.load(npz) as data:
-            prob, truth = data["prob"].astype(np.float32), data["inst"]
-        rgb = read_image(image)
-        for (arm, seed), head in heads.items():
-            for flips in (False, True):
-                start = time.perf_counter()
-                fg, dist = predict_split_maps(head, rgb, prob, flips=flips)
-                seconds = time.perf_counter() - start
-                mask = fg > HEAD_THRESHOLD
-                labels = split_by_distance(mask, dist, core, min_size)
-                rows.append({"dataset": ds, "image": npz.stem, "arm": arm, "seed": seed,
-                             "flips": int(flips), "seconds": seconds,
-                             **score_instances(labels, mask, truth)})  # fmt: skip
-    keys = ("dataset", "image", "arm", "seed", "flips", "seconds", "pq", "dq", "sq", "dice")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, keys, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    from sampo_engine.utils.atomic import write_text_atomic
-
-    write_text_atomic(Path(args.out) / "flips.csv", buf.getvalue())
-    print("\n".join(flips_table(rows)))
-    return rows
-
-
-def flips_table(rows: list[dict]) -> list[str]:
-    """Markdown: per dataset, mean PQ / DQ / SQ / Dice (× 100) without and with flip averaging
-    (means over images, then seeds), the PQ difference per seed and the time ratio."""
-
-    def mean(ds, flips, key, seed=None):
-        pick = [r[key] for r in rows if r["dataset"] == ds and r["flips"] == flips
-                and (seed is None or r["seed"] == seed)]  # fmt: skip
-        return float(np.mean(pick))
-
-    seeds = sorted({r["seed"] for r in rows})
-    lines = ["| data | PQ | with flips | DQ | with flips | SQ | with flips | Dice | with flips | "
-             "PQ difference per seed | time × |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for ds in sorted({r["dataset"] for r in rows}):
-        cells = [f"{100 * mean(ds, f, k):.1f}" for k in ("pq", "dq", "sq", "dice") for f in (0, 1)]
-        diffs = " / ".join(
-            f"{100 * (mean(ds, 1, 'pq', s) - mean(ds, 0, 'pq', s)):+.1f}" for s in seeds
-        )
-        ratio = mean(ds, 1, "seconds") / max(mean(ds, 0, "seconds"), 1e-9)
-        lines.append(f"| {ds} | {' | '.join(cells)} | {diffs} | {ratio:.1f} |")
-    return lines
-
-
-def stage_errors(args) -> list[str]:
-    """Why held-out true nuclei go unmatched with each head of ``--out`` at ``--flip-setting``
-    (:func:`~sampo_engine.scoring.misses.miss_causes`): per dataset, counts summed over the
-    images, mean over the heads; a table on stdout and in ``<out>/errors.md``."""
-    from tqdm import tqdm
-
-    from sampo_engine.experiments.real_data.results import PRETTY
-    from sampo_engine.models.split_head import load_split_head, predict_split_maps
-    from sampo_engine.predict.instances import split_by_distance
-    from sampo_engine.scoring.misses import MissCauses, miss_causes
-    from sampo_engine.utils.atomic import write_text_atomic
-    from sampo_engine.utils.imageio import read_image
-
-    heads = {(arm, s): head_path(args, arm, s) for arm in args.arms for s in args.seeds}
-    heads = {k: load_split_head(p) for k, p in heads.items() if p.exists()}
-    if not heads:
-        sys.exit(f"no heads under {args.out}/heads: run the train stage first")
-    core, min_size = float(args.flip_setting[0]), int(args.flip_setting[1])
-    totals: dict[str, MissCauses] = {}
-    for ds, npz, image in tqdm(map_pairs(args, "test"), desc="errors", unit="image"):
-        with np.load(npz) as data:
-            prob, truth = data["prob"].astype(np.float32), data["inst"]
-        rgb = read_image(image)
-        for head in heads.values():
-            fg, dist = predict_split_maps(head, rgb, prob)
-            labels = split_by_distance(fg > HEAD_THRESHOLD, dist, core, min_size)
-            totals[ds] = totals.get(ds, MissCauses()) + miss_causes(truth, labels)
-    keys = ("true", "matched", "merged", "misshapen", "not_found", "spurious", "pieces")
-    lines = [
-        "| data | true nuclei | matched | missed: merged | missed: misshapen | missed: not found "
-        "| unmatched predictions: spurious | unmatched predictions: pieces |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for ds in sorted(totals):
-        counts = totals[ds].as_dict()
-        cells = " | ".join(f"{counts[k] / len(heads):.0f}" for k in keys)
-        lines.append(f"| {PRETTY.get(ds, ds)} | {cells} |")
-    lines += ["", f"{len(heads)} head(s) at core > {core:g}, ≥ {min_size} px; counts summed over "
-              "the held-out images, mean over the heads."]  # fmt: skip
-    write_text_atomic(Path(args.out) / "errors.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return lines
-
-
-def head_seconds(path: Path, size: int = 1000, repeats: int = 3) -> float:
-    """Best-of-``repeats`` seconds of the head at ``path`` over a ``size``² tile (one pass)."""
-    from sampo_engine.models.split_head import load_split_head, predict_split_maps
-
-    head = load_split_head(path)
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    prob = rng.random((size, size), dtype=np.float32)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predict_split_maps(head, rgb, prob)
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def stage_compare(args) -> list[str]:
-    """``--out``'s heads against ``--against``'s (another recipe on the same maps), each at the
-    setting chosen on its training images, paired by seed, and the time of one pass of each
-    recipe's seed-0 head over a 1000² tile in this run: a table on stdout and in
-    ``<out>/compare.md``."""
-    from sampo_engine.experiments.split_head_report import compare_table
-    from sampo_engine.utils.atomic import write_text_atomic
-
-    paths = [Path(args.out) / "rows.csv", Path(args.against) / "rows.csv"]
-    for path in paths:
-        if not path.exists():
-            sys.exit(f"no {path}: run the score stage for both recipes first")
-    names = (Path(args.against).name, Path(args.out).name)
-    lines = compare_table(read_rows(paths[0]), read_rows(paths[1]), names)
-    heads = [head_file(folder, "image+prob", 0) for folder in (args.against, args.out)]
-    if all(h.exists() for h in heads):
-        t_old, t_new = (head_seconds(h) for h in heads)
-        lines += ["", f"One pass over a 1000² tile (this machine, this run): {names[0]} "
-                  f"{t_old:.2f} s, {names[1]} {t_new:.2f} s (× {t_new / t_old:.2f})."]  # fmt: skip
-    write_text_atomic(Path(args.out) / "compare.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return lines
-
-
 def write_rows(rows, path: Path) -> None:
     from sampo_engine.utils.atomic import write_text_atomic
 
@@ -410,14 +280,12 @@ def main(argv=None, repo: Path | None = None) -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     todo = ["maps", "train", "score", "report"] if args.stage == "all" else [args.stage]
     start = time.perf_counter()
-    if "flips" in todo:
-        stage_flips(args)
-    if "errors" in todo:
-        stage_errors(args)
-    if "compare" in todo:
-        if not args.against:
+    if todo[0] in ("flips", "errors", "compare", "thresholds"):
+        from sampo_engine.experiments import split_head_checks
+
+        if todo[0] == "compare" and not args.against:
             sys.exit("compare needs --against <another recipe's folder>")
-        stage_compare(args)
+        getattr(split_head_checks, f"stage_{todo[0]}")(args)
     if "maps" in todo:
         stage_maps(args)
     if "train" in todo:
