@@ -312,6 +312,10 @@ def test_whole_images_are_segmented_with_the_tiled_predictor(setup, tmp_path):
         assert per["n"] >= 1 and 0 <= per["class_f1"] <= 1
     for block in whole.values():  # refused queries are counted, never more than were asked
         assert 0 <= block["refused"] <= block["n"]
+    # why true nuclei went unmatched: every true nucleus matched or missed for one cause
+    misses = whole["t1"]["misses"]
+    missed = misses["merged"] + misses["misshapen"] + misses["not_found"]
+    assert misses["true"] > 0 and misses["matched"] + missed == misses["true"]
     # the classical floor is scored whole too: its own T2 rule and the exemplar classifier
     floor = next(e for e in m["methods"] if e["kind"] == "classical")["whole_image"]
     assert set(floor) == {"t1", "t2", "t2:decoder", "t2:exemplar", "t2:T1 answer as T2"}
@@ -319,6 +323,7 @@ def test_whole_images_are_segmented_with_the_tiled_predictor(setup, tmp_path):
     assert "## Whole images (tiled predictor)" in report
     assert "## Whole images: per class (T2)" in report and "T2 (exemplar)" in report
     assert "T2 (T1 answer as T2)" in report
+    assert "## Whole images: why nuclei were missed" in report and "| missed: merged |" in report
     # the clicks fall in one tile and are the same for every method (seeded by image + intent)
     sample = read_folder(setup / "test")[1]  # 240 x 300: 2 x 2 tiles of 224
     boxes = [(0, 224, 0, 224), (0, 224, 76, 300), (16, 240, 0, 224), (16, 240, 76, 300)]

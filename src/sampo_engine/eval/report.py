@@ -260,6 +260,26 @@ def whole_image_table(metrics: dict) -> str | None:
     return markdown_table(header, rows)
 
 
+def whole_image_misses_table(metrics: dict) -> str | None:
+    """Why the true nuclei of the whole images went unmatched at IoU 0.5 (counts summed over
+    images): merged with a neighbour, misshapen, not found; and the unmatched predictions."""
+    keys = ("true", "matched", "merged", "misshapen", "not_found", "spurious", "pieces")
+    rows = []
+    for e in metrics["methods"]:
+        blocks = e.get("whole_image") or {}
+        several = any(k.startswith("t2:") for k in blocks)
+        for task, b in blocks.items():
+            if (several and task == "t2") or not b.get("misses"):
+                continue
+            label = task.upper() if ":" not in task else f"T2 ({task.split(':', 1)[1]})"
+            rows.append([e["name"], label, *(str(b["misses"].get(k, 0)) for k in keys)])
+    if not rows:
+        return None
+    header = ["Method", "Task", "true nuclei", "matched", "missed: merged", "missed: misshapen",
+              "missed: not found", "extra: spurious", "extra: pieces"]  # fmt: skip
+    return markdown_table(header, rows)
+
+
 def whole_image_class_table(metrics: dict) -> str | None:
     """Per-class nucleus F1 (centroid matching) of every T2 mode on whole images."""
     names = metrics.get("data", {}).get("class_names") or {}
@@ -369,6 +389,17 @@ def render_report(metrics: dict, plots: dict[str, str] | None = None) -> str:
             "method refuses (e.g. every click names one merged nucleus) is scored as an empty "
             "answer and counted as 'refused' beside n.",
             whole_image_table(metrics),
+            None,
+        ),
+        (
+            "Whole images: why nuclei were missed",
+            "Every true nucleus not matched at IoU > 0.5 put down to one cause: *merged* (the "
+            "predicted nucleus covering most of it holds another true nucleus too), *misshapen* "
+            "(mostly inside predictions, none holding it alone well enough), *not found* (less "
+            "than half of it inside any prediction); every unmatched prediction: *spurious* "
+            "(mostly off the true nuclei) or *pieces* (a fragment, or a merge). Counts summed "
+            "over the images (`sampo_engine.scoring.misses`; docs/evaluation.md).",
+            whole_image_misses_table(metrics),
             None,
         ),
         (

@@ -87,6 +87,7 @@ def score_whole_images(
     from sampo_engine.eval.nucleus_match import centroid_f1, label_centroids
     from sampo_engine.predict.tiling import make_grid
     from sampo_engine.scoring.metrics import get_fast_pq
+    from sampo_engine.scoring.misses import miss_causes
     from sampo_engine.scoring.queries import dice_iou
 
     predictor = _whole_image_predictor(model, device, slot_rule, split, type_head)
@@ -153,6 +154,9 @@ def score_whole_images(
                 if instances:
                     pq = get_fast_pq(truth, labels)
                     row.update(pq=pq.pq, f1=pq.dq)
+                    row.update(
+                        {f"miss_{k}": v for k, v in miss_causes(truth, labels).as_dict().items()}
+                    )
                     match = centroid_f1(label_centroids(labels)[1], true_centroids, match_radius)
                     row.update(
                         class_f1=match["f1"],
@@ -182,7 +186,9 @@ def summarize_whole(rows: Sequence[dict]) -> dict:
     """Mean scores per task: {'t1': {...}, 't2': {...}, ...}; with several T2 modes, one block
     per mode as 't2:<mode>' (and 't2' = the first mode scored). Each block: dice, iou, pq, f1,
     class_f1 (means over records), n, refused (records the method could not answer: scored as
-    empty answers), the tile shares, and for T2 ``per_class``: class id →
+    empty answers), the tile shares, ``misses`` (with instances: the counts of
+    :class:`~sampo_engine.scoring.misses.MissCauses` summed over the records), and for T2
+    ``per_class``: class id →
     {'dice', 'class_f1', 'n'}."""
     out = {}
     keys = []
@@ -200,6 +206,9 @@ def summarize_whole(rows: Sequence[dict]) -> dict:
             values = [r[name] for r in sel if name in r and r[name] is not None]
             values = [v for v in values if not np.isnan(v)]  # e.g. PQ with --no-instances
             block[name] = float(np.mean(values)) if values else float("nan")
+        if all("miss_true" in r for r in sel):  # why true nuclei went unmatched, summed
+            block["misses"] = {k[5:]: int(sum(r[k] for r in sel)) for k in sel[0]
+                               if k.startswith("miss_")}  # fmt: skip
         block["prompted_tile_share"] = float(
             np.mean([r["tiles_prompted"] / r["tiles"] for r in sel])
         )
