@@ -187,7 +187,7 @@ class SegmentResults:
         from napari.utils.notifications import show_warning
 
         from napari_sampo._qt_common import gui_text
-        from napari_sampo._widget_segment import CONTROLS
+        from napari_sampo._segment_fields import CONTROLS
 
         for message in getattr(prediction, "messages", None) or []:
             if message.startswith("magnification:"):

@@ -48,12 +48,10 @@ from napari_sampo._qt_common import (
 )
 from napari_sampo._segment_classes import SegmentClasses
 from napari_sampo._segment_corrections import SegmentCorrections
+from napari_sampo._segment_fields import CONTROLS, T2_MODES, TASKS
 from napari_sampo._segment_models import SegmentModels
 from napari_sampo._segment_results import SegmentResults
 from napari_sampo._segment_run import SegmentRun
-from sampo_engine.predict.config import PREDICT_TASKS
-from sampo_engine.predict.nucleus_classes import DEFAULT_T2_MODE
-from sampo_engine.predict.nucleus_classes import T2_MODES as PREDICT_T2_MODES
 
 if TYPE_CHECKING:
     import napari
@@ -61,33 +59,7 @@ if TYPE_CHECKING:
 #: Every live SegmentWidget, so the fine-tune widget can offer it a freshly trained adapter.
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
-#: The dock's words for the engine's tasks and T2 modes (the values: ``predict.config``).
-TASK_LABELS = {
-    "t1": "T1 — all nuclei",
-    "t2": "T2 — nuclei of the clicked type",
-    "classes": "Classes — every nucleus, one of your classes",
-}
-T2_MODE_LABELS = {
-    "exemplar": "nucleus (few-shot classifier)",
-    "decoder": "decoder (SAM reads the type)",
-    "hybrid": "both (mean per nucleus)",
-}
-TASKS = tuple((task, TASK_LABELS.get(task, task)) for task in PREDICT_TASKS)
-#: the engine's default mode first, then the others in the engine's order
-T2_MODES = tuple(
-    (mode, T2_MODE_LABELS.get(mode, mode))
-    for mode in sorted(PREDICT_T2_MODES, key=lambda m: m != DEFAULT_T2_MODE)
-)
 LIVE_DELAY_MS = 400
-#: CLI flags in engine messages -> this dock's controls (see ``_qt_common.gui_text``).
-CONTROLS = {
-    "--model": "Model",
-    "--adapter": "Model",
-    "--device": "Device",
-    "--um-per-px": "Pixel size",
-    "--split-by": "Touching nuclei",
-    "--type-head": "Nucleus types",
-}
 
 
 def _unwrap(obj):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sampo_engine.experiments.instance_split_sweep import score_instances
-from sampo_engine.experiments.split_head_study import (
+from sampo_engine.experiments.split_head_files import (
     HEAD_THRESHOLD,
     head_file,
     head_path,

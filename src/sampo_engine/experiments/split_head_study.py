@@ -24,8 +24,6 @@ Checks of trained heads (``flips``, ``errors``, ``compare``, ``thresholds``) are
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import sys
 import time
@@ -34,12 +32,19 @@ from pathlib import Path
 import numpy as np
 
 from sampo_engine.experiments.instance_split_sweep import predictor_setting, score_instances
+from sampo_engine.experiments.split_head_files import (
+    HEAD_THRESHOLD,
+    head_path,
+    image_folder,
+    map_folder,
+    map_pairs,
+    read_rows,
+    write_rows,
+)
 
 #: the instance-labelled datasets of the real-data split
 DATASETS = ("consep_train", "monuseg_train", "gbm40", "pannuke_breast_2class")
 ARMS = ("image+prob", "image")
-#: the head's foreground probability is cut here (its own BCE + Dice optimum)
-HEAD_THRESHOLD = 0.5
 
 
 def build_parser(repo: Path):
@@ -109,31 +114,6 @@ def build_parser(repo: Path):
     return parser
 
 
-def _folder(args, split: str, ds: str) -> Path:
-    return Path(args.split_dir) / "data" / split / ds
-
-
-def _map_folder(args, split: str, ds: str) -> Path:
-    return Path(args.out) / "maps" / split / ds
-
-
-def map_pairs(args, split: str, choosing: bool = False) -> list[tuple[str, Path, Path]]:
-    """(dataset, cached map, image file) of every cached image of ``split`` (``choosing``: only
-    the training images that choose the setting)."""
-    from sampo_engine.experiments.instance_study import DATASETS as CHOOSE
-
-    out = []
-    for ds in args.datasets:
-        paths = sorted(_map_folder(args, split, ds).glob("*.npz"))
-        if args.max_images:
-            paths = paths[: args.max_images]
-        if choosing:
-            paths = paths[: args.choose_images or CHOOSE.get(ds, 6)]
-        for npz in paths:
-            out.append((ds, npz, _folder(args, split, ds) / f"{npz.stem}_image.png"))
-    return out
-
-
 def stage_maps(args) -> None:
     from tqdm import tqdm
 
@@ -142,27 +122,18 @@ def stage_maps(args) -> None:
     from sampo_engine.predict.resample import resample_factor
 
     for split, ds in itertools.product(("train", "test"), args.datasets):
-        if not _folder(args, split, ds).is_dir():
-            sys.exit(f"no image folder {_folder(args, split, ds)}: run `python "
+        if not image_folder(args, split, ds).is_dir():
+            sys.exit(f"no image folder {image_folder(args, split, ds)}: run `python "
                      "tools/real_data_study.py split` first")  # fmt: skip
     model = load_model(args.model, args.checkpoint or None, device=args.device)
     scale = resample_factor(args.model, 0.0, 0.0)
     for split, ds in itertools.product(("train", "test"), args.datasets):
         with tqdm(desc=f"maps {split}/{ds}", unit="image", leave=False) as bar:
             probability_maps(
-                model, _folder(args, split, ds), _map_folder(args, split, ds), 0,
+                model, image_folder(args, split, ds), map_folder(args, split, ds), 0,
                 args.max_images or None, args.device, progress=lambda name: bar.update(1),
                 scale=scale,
             )  # fmt: skip
-
-
-def head_path(args, arm: str, seed: int) -> Path:
-    return head_file(args.out, arm, seed)
-
-
-def head_file(folder: str | Path, arm: str, seed: int) -> Path:
-    """The head of ``arm`` and ``seed`` in a study folder."""
-    return Path(folder) / "heads" / f"{arm}_s{seed}.safetensors"
 
 
 def stage_train(args) -> None:
@@ -245,33 +216,6 @@ def stage_score(args) -> None:
             for row in score_image(head, rgb, prob, truth, settings):
                 rows.append({**base, "arm": arm, "seed": seed, **row})
     write_rows(rows, Path(args.out) / "rows.csv")
-
-
-FIELDS = ("split", "dataset", "image", "arm", "seed", "core", "min_size", "dice", "pq", "dq",
-          "sq", "centroid_f1", "count_ratio")  # fmt: skip
-
-
-def write_rows(rows, path: Path) -> None:
-    from sampo_engine.utils.atomic import write_text_atomic
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, FIELDS)
-    writer.writeheader()
-    writer.writerows({k: row[k] for k in FIELDS} for row in rows)
-    write_text_atomic(path, buf.getvalue())
-
-
-def read_rows(path: Path) -> list[dict]:
-    rows = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            row["seed"] = int(row["seed"])
-            row["core"] = float(row["core"]) if row["core"] else None
-            row["min_size"] = int(row["min_size"])
-            for k in FIELDS[7:]:
-                row[k] = float(row[k])
-            rows.append(row)
-    return rows
 
 
 def main(argv=None, repo: Path | None = None) -> None:
