@@ -22,9 +22,10 @@ from sampo_engine.experiments.instance_split_sweep import score_instances
 from sampo_engine.experiments.split_head_files import (
     HEAD_THRESHOLD,
     head_file,
-    head_path,
+    load_heads,
     map_pairs,
     read_rows,
+    scored_images,
 )
 
 
@@ -33,14 +34,11 @@ def stage_flips(args) -> list[dict]:
     flips=True)``) at ``--flip-setting``; rows to ``flips.csv``, a table on stdout."""
     from tqdm import tqdm
 
-    from sampo_engine.models.split_head import load_split_head, predict_split_maps
+    from sampo_engine.models.split_head import predict_split_maps
     from sampo_engine.predict.instances import split_by_distance
     from sampo_engine.utils.imageio import read_image
 
-    heads = {(arm, s): head_path(args, arm, s) for arm in args.arms for s in args.seeds}
-    heads = {k: load_split_head(p) for k, p in heads.items() if p.exists()}
-    if not heads:
-        sys.exit(f"no heads under {args.out}/heads: run the train stage first")
+    heads = load_heads(args, args.arms)
     core, min_size = float(args.flip_setting[0]), int(args.flip_setting[1])
     rows = []
     for ds, npz, image in tqdm(map_pairs(args, "test"), desc="flips", unit="image"):
@@ -98,16 +96,13 @@ def stage_errors(args) -> list[str]:
     from tqdm import tqdm
 
     from sampo_engine.experiments.real_data.results import PRETTY
-    from sampo_engine.models.split_head import load_split_head, predict_split_maps
+    from sampo_engine.models.split_head import predict_split_maps
     from sampo_engine.predict.instances import split_by_distance
     from sampo_engine.scoring.misses import MissCauses, miss_causes
     from sampo_engine.utils.atomic import write_text_atomic
     from sampo_engine.utils.imageio import read_image
 
-    heads = {(arm, s): head_path(args, arm, s) for arm in args.arms for s in args.seeds}
-    heads = {k: load_split_head(p) for k, p in heads.items() if p.exists()}
-    if not heads:
-        sys.exit(f"no heads under {args.out}/heads: run the train stage first")
+    heads = load_heads(args, args.arms)
     core, min_size = float(args.flip_setting[0]), int(args.flip_setting[1])
     totals: dict[str, MissCauses] = {}
     for ds, npz, image in tqdm(map_pairs(args, "test"), desc="errors", unit="image"):
@@ -223,18 +218,14 @@ def stage_thresholds(args) -> list[str]:
     ``thresholds.md``."""
     from tqdm import tqdm
 
-    from sampo_engine.models.split_head import load_split_head, predict_split_maps
+    from sampo_engine.models.split_head import predict_split_maps
     from sampo_engine.predict.instances import split_by_distance
     from sampo_engine.utils.atomic import write_text_atomic
     from sampo_engine.utils.imageio import read_image
 
-    heads = {s: head_path(args, "image+prob", s) for s in args.seeds}
-    heads = {s: load_split_head(p) for s, p in heads.items() if p.exists()}
-    if not heads:
-        sys.exit(f"no image+prob heads under {args.out}/heads: run the train stage first")
+    heads = {seed: head for (_, seed), head in load_heads(args, ["image+prob"]).items()}
     core, min_size = float(args.flip_setting[0]), int(args.flip_setting[1])
-    images = [("train", *p) for p in map_pairs(args, "train", choosing=True)]
-    images += [("test", *p) for p in map_pairs(args, "test")]
+    images = scored_images(args)
     rows = []
     for split, ds, npz, image in tqdm(images, desc="thresholds", unit="image"):
         with np.load(npz) as data:

@@ -42,6 +42,27 @@ def map_pairs(args, split: str, choosing: bool = False) -> list[tuple[str, Path,
     return out
 
 
+def scored_images(args) -> list[tuple[str, str, Path, Path]]:
+    """(split, dataset, cached map, image file): the training images that choose a setting,
+    then every held-out image."""
+    images = [("train", *p) for p in map_pairs(args, "train", choosing=True)]
+    return images + [("test", *p) for p in map_pairs(args, "test")]
+
+
+def load_heads(args, arms) -> dict:
+    """{(arm, seed): head} of every trained head of ``arms`` × ``--seeds`` in ``--out``; stops
+    with the remedy when there is none."""
+    import sys
+
+    from sampo_engine.models.split_head import load_split_head
+
+    paths = {(arm, s): head_path(args, arm, s) for arm in arms for s in args.seeds}
+    heads = {k: load_split_head(p) for k, p in paths.items() if p.exists()}
+    if not heads:
+        sys.exit(f"no {'/'.join(arms)} heads under {args.out}/heads: run the train stage first")
+    return heads
+
+
 def head_path(args, arm: str, seed: int) -> Path:
     """The head of ``arm`` and ``seed`` in the study's ``--out``."""
     return head_file(args.out, arm, seed)

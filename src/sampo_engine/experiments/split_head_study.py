@@ -36,9 +36,11 @@ from sampo_engine.experiments.split_head_files import (
     HEAD_THRESHOLD,
     head_path,
     image_folder,
+    load_heads,
     map_folder,
     map_pairs,
     read_rows,
+    scored_images,
     write_rows,
 )
 
@@ -193,17 +195,12 @@ def score_image(head, rgb, prob, truth, settings) -> list[dict]:
 def stage_score(args) -> None:
     from tqdm import tqdm
 
-    from sampo_engine.models.split_head import load_split_head
     from sampo_engine.utils.imageio import read_image
 
-    heads = {(arm, s): head_path(args, arm, s) for arm in args.arms for s in args.seeds}
-    heads = {k: load_split_head(p) for k, p in heads.items() if p.exists()}
-    if not heads:
-        sys.exit(f"no heads under {args.out}/heads: run the train stage first")
+    heads = load_heads(args, args.arms)
     watershed = predictor_setting(args.model)
     settings = _settings(args)
-    images = [("train", *p) for p in map_pairs(args, "train", choosing=True)]
-    images += [("test", *p) for p in map_pairs(args, "test")]
+    images = scored_images(args)
     rows = []
     for split, ds, npz, image in tqdm(images, desc="score", unit="image"):
         with np.load(npz) as data:
