@@ -15,11 +15,12 @@ for), and answers with
   1 at the centre of every nucleus, whatever its size (the target of HoVer-Net's and
   StarDist's kind that a watershed splits best).
 
-Architecture: a two-level U-Net (widths ``width``, 2·``width``, 4·``width``; 3 × 3 convolutions,
-batch norm, ReLU; ~0.1 M parameters at width 16), receptive field ≈ 60 px at the image's
-resolution. Inputs are (B, 4, H, W): RGB scaled to [-0.5, 0.5] and the probability in [0, 1]
-(``inputs="image"``: RGB only, (B, 3, H, W)); H and W any size (padded to a multiple of 4
-inside).
+Architecture: a U-Net of ``depth`` levels below the full resolution (the shipped head: 2, widths
+``width``, 2·``width``, 4·``width``; 3 × 3 convolutions, batch norm, ReLU; ~0.1 M parameters at
+width 16, receptive field ≈ 60 px at the image's resolution; depth 3 adds 8·``width`` at 1/8:
+0.49 M parameters, ≈ 130 px, measured no better in docs/split_head.md). Inputs are
+(B, 4, H, W): RGB scaled to [-0.5, 0.5] and the probability in [0, 1] (``inputs="image"``: RGB
+only, (B, 3, H, W)); H and W any size (padded to a multiple of 2^depth inside).
 """
 
 from __future__ import annotations
